@@ -1,0 +1,99 @@
+"""Orbax checkpoints: the train state with its config and dataset metadata beside it."""
+
+import json
+import os
+from typing import Optional
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cgan_jax import input_pipeline
+
+# Config fields that change the parameters' structure or meaning: a checkpoint made with
+# other values cannot be resumed.
+_MODEL_FIELDS = ('model',)
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+  """A manager that keeps the newest `config.keep_checkpoints` and saves asynchronously."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=('state', 'config', 'dataset'))
+
+
+def save(manager: ocp.CheckpointManager, state, config: ml_collections.ConfigDict,
+         info: input_pipeline.DatasetInfo, *, force: bool = False) -> bool:
+  """Saves `state` at its step, with the config and dataset metadata beside it."""
+  step = int(jax.device_get(state.step))
+  dataset = {'num_classes': info.num_classes, 'image_shape': list(info.image_shape),
+             'class_names': list(info.class_names)}
+  return manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      config=ocp.args.JsonSave(json.loads(config.to_json())),
+      dataset=ocp.args.JsonSave(dataset)), force=force)
+
+
+def _restore_json(manager, step):
+  restored = manager.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore(), dataset=ocp.args.JsonRestore()))
+  return ml_collections.ConfigDict(restored['config']), restored['dataset']
+
+
+def check_compatible(manager: ocp.CheckpointManager, step: int,
+                     config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
+  """Raises a one-line error if the checkpoint at `step` was made by another model or data shape."""
+  saved_config, saved_dataset = _restore_json(manager, step)
+  where = os.path.join(manager.directory, str(step))
+  for field in _MODEL_FIELDS:
+    saved, current = saved_config[field].to_dict(), config[field].to_dict()
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff:
+      changes = ', '.join(f'{field}.{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in diff)
+      raise ValueError(f'Checkpoint {where} was made with a different model ({changes}); '
+                       'use a new --workdir or the original config. Nothing was deleted.')
+  for key, current in (('num_classes', info.num_classes), ('image_shape', list(info.image_shape))):
+    if saved_dataset[key] != current:
+      raise ValueError(f'Checkpoint {where} has {key}={saved_dataset[key]}, the data gives '
+                       f'{current}; use a new --workdir or the original dataset. Nothing was deleted.')
+
+
+def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional[int] = None):
+  """Restores the full train state (shardings taken from `abstract_state`)."""
+  step = manager.latest_step() if step is None else step
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state)))
+  return restored['state']
+
+
+def restore_generator(workdir: str, step: Optional[int] = None, use_ema: bool = True):
+  """Restores only G's parameters (no D, no optimiser state), with the run's config.
+
+  Returns (g_params, config, dataset_metadata, step).
+  """
+  manager = ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler(), 'dataset': ocp.JsonCheckpointHandler()})
+  steps = manager.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}; train first with '
+                            f'python -m cgan_jax.main --workdir={workdir}.')
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise ValueError(f'No checkpoint for step {step} in {checkpoint_dir(workdir)}; have {sorted(steps)}.')
+  config, dataset = _restore_json(manager, step)
+  key = 'ema_g_params' if use_ema else 'g_params'
+  metadata = manager.item_metadata(step)['state']
+  # Host numpy arrays: sampling runs anywhere, whatever mesh the run was trained on.
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata[key])
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item={key: metadata[key]}, restore_args={key: restore_args}, partial_restore=True)))
+  manager.close()
+  return restored['state'][key], config, dataset, step

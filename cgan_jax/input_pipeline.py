@@ -1,0 +1,199 @@
+"""tf.data input: TFDS datasets, image folders and scikit-learn's digits, sharded per host."""
+
+import dataclasses
+import os
+from typing import Optional
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# tf.data runs on the host: keep TensorFlow off the accelerators JAX uses.
+tf.config.set_visible_devices([], 'GPU')
+
+FOLDER_PREFIX = 'folder:'
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+_CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the models need to know about the data."""
+  num_classes: int
+  image_shape: tuple  # (height, width, channels) after preprocessing.
+  num_examples: int  # In the training split, over all hosts; 0 if unknown.
+  class_names: tuple
+
+
+class _Source:
+  """An unbatched dataset of {'image': uint8 HWC, 'label': int} with its metadata."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    name = config.dataset
+    if name == 'digits':
+      self._init_digits()
+    elif name.startswith(FOLDER_PREFIX):
+      self._init_folder(name[len(FOLDER_PREFIX):])
+    else:
+      self._init_tfds(name)
+
+  # scikit-learn's bundled 8x8 digits: the embedded default, no download needed.
+  def _init_digits(self):
+    from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+    digits = sk_datasets.load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int64)
+    num_test = 297  # Held out for the classifier and metrics; 1500 examples train.
+    self._splits = {'train': (images[:-num_test], labels[:-num_test]),
+                    'test': (images[-num_test:], labels[-num_test:])}
+    self.num_classes, self.class_names = 10, tuple(str(i) for i in range(10))
+    self.native_shape = (8, 8, 1)
+    self.split_sizes = {k: len(v[1]) for k, v in self._splits.items()}
+    self._read = self._read_digits
+
+  def _read_digits(self, split, seed):
+    del seed
+    images, labels = self._splits[split]
+    ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
+    return ds.shard(jax.process_count(), jax.process_index())
+
+  # A folder of class subfolders: PATH/<split>/<label>/*.png (the tfds.ImageFolder layout).
+  def _init_folder(self, path):
+    if not os.path.isdir(path):
+      raise ValueError(f'Image folder {path!r} does not exist; expected PATH/<split>/<label>/*.png.')
+    builder = tfds.ImageFolder(path)
+    self._builder = builder
+    self.num_classes = builder.info.features['label'].num_classes
+    self.class_names = tuple(builder.info.features['label'].names)
+    self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+    self.native_shape = _peek_folder_image_shape(path)
+    self._read = self._read_folder
+
+  def _read_folder(self, split, seed):
+    ds = self._builder.as_dataset(split=split, shuffle_files=False)
+    # ImageFolder has no sub-split API: each host keeps every process_count-th file.
+    ds = ds.shard(jax.process_count(), jax.process_index())
+    channels = self.native_shape[-1]
+    return ds.map(lambda ex: {'image': _to_channels(ex['image'], channels), 'label': ex['label']},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  # Any TFDS image-classification dataset.
+  def _init_tfds(self, name):
+    try:
+      builder = tfds.builder(name, data_dir=self.config.data_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(
+          f'Unknown dataset {name!r} ({type(e).__name__}); use a TFDS name such as mnist, '
+          f"fashion_mnist or cifar10, 'digits', or 'folder:PATH'.") from None
+    image_key, label_key = builder.info.supervised_keys or ('image', 'label')
+    features = builder.info.features
+    if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
+      raise ValueError(f'Dataset {name!r} has no class label feature; a conditional GAN needs one.')
+    if not isinstance(features[image_key], tfds.features.Image):
+      raise ValueError(f'Dataset {name!r} has no image feature {image_key!r}.')
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      raise RuntimeError(
+          f'Could not download or prepare TFDS dataset {name!r} ({type(e).__name__}: '
+          f'{str(e).splitlines()[0][:200] if str(e) else ""}); point --config.data_dir at a '
+          "prepared copy, or use --config.dataset='folder:PATH' for local images.") from None
+    self._builder, self._keys = builder, (image_key, label_key)
+    self.num_classes = features[label_key].num_classes
+    self.class_names = tuple(features[label_key].names)
+    self.native_shape = tuple(features[image_key].shape)
+    self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+    self._read = self._read_tfds
+
+  def _read_tfds(self, split, seed):
+    image_key, label_key = self._keys
+    ds = self._builder.as_dataset(
+        split=tfds.split_for_jax_process(split), shuffle_files=True,
+        read_config=tfds.ReadConfig(shuffle_seed=seed))
+    return ds.map(lambda ex: {'image': ex[image_key], 'label': ex[label_key]},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  def read(self, split: str, seed: int) -> tf.data.Dataset:
+    if self.split_sizes and split not in self.split_sizes:
+      raise ValueError(f'Dataset {self.config.dataset!r} has no split {split!r}; '
+                       f'it has {sorted(self.split_sizes)}.')
+    return self._read(split, seed)
+
+
+def _peek_folder_image_shape(path):
+  """Shape (H, W, C) of the first image in a folder tree; C is 1 for grayscale files."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for root, _, files in sorted(os.walk(path)):
+    for f in sorted(files):
+      if f.lower().endswith(IMAGE_EXTENSIONS):
+        with Image.open(os.path.join(root, f)) as im:
+          channels = 1 if im.mode in ('L', 'LA', '1', 'I', 'I;16') else 3
+          return (im.height, im.width, channels)
+  raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png.')
+
+
+def _to_channels(image, channels):
+  """Converts a uint8 image to `channels` (1 or 3) channels."""
+  have = image.shape[-1]
+  if have == channels:
+    return image
+  if channels == 1:
+    return tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
+  return tf.image.grayscale_to_rgb(image)
+
+
+def _target_shape(config, source):
+  height, width, channels = source.native_shape
+  if config.image_size:
+    height = width = config.image_size
+  if height is None or width is None:
+    raise ValueError(f'Dataset {config.dataset!r} has images of varying size; set --config.image_size.')
+  return (height, width, config.num_channels or channels)
+
+
+def get_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+  """Metadata of `config.dataset` (classes, image shape) without reading the images."""
+  source = _Source(config)
+  return DatasetInfo(
+      num_classes=source.num_classes, image_shape=_target_shape(config, source),
+      num_examples=source.split_sizes.get(config.train_split, 0), class_names=source.class_names)
+
+
+def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_size: int, *,
+                   train: bool = True, start_batch: int = 0, seed: Optional[int] = None):
+  """This host's batches of {'image': float32 in [-1, 1], 'label': int32}, and the DatasetInfo.
+
+  With `train`, the data is shuffled (deterministically for `seed`) and repeated, and
+  the first `start_batch` batches are skipped, so a resumed run sees the same stream.
+  """
+  source = _Source(config)
+  shape = _target_shape(config, source)
+  info = DatasetInfo(num_classes=source.num_classes, image_shape=shape,
+                     num_examples=source.split_sizes.get(config.train_split, 0),
+                     class_names=source.class_names)
+  seed = config.seed if seed is None else seed
+  ds = source.read(split, seed)
+  if 0 < source.split_sizes.get(split, 0) * np.prod(source.native_shape) < _CACHE_BYTES:
+    ds = ds.cache()
+  if train:
+    ds = ds.repeat().shuffle(config.shuffle_buffer, seed=seed)
+    ds = ds.skip(start_batch * local_batch_size)
+
+  def preprocess(example):
+    image = _to_channels(example['image'], shape[-1])
+    image = tf.cast(image, tf.float32)
+    if image.shape[0] != shape[0] or image.shape[1] != shape[1]:
+      image = tf.image.resize(image, shape[:2], antialias=True)
+    image = tf.ensure_shape(image / 127.5 - 1.0, shape)
+    return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
+
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local_batch_size, drop_remainder=train)
+  options = tf.data.Options()
+  options.deterministic = True
+  options.experimental_optimization.map_parallelization = True
+  ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+  return ds, info

@@ -1,0 +1,261 @@
+"""The data-parallel GAN train step and the training loop around it."""
+
+import functools
+import os
+import tempfile
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.metrics import tensorboard
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from cgan_jax import checkpoint
+from cgan_jax import input_pipeline
+from cgan_jax import losses
+from cgan_jax import models
+from cgan_jax import sample
+from cgan_jax import sharding
+from cgan_jax.sharding import DATA_AXIS
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue exactly: parameters, optimisers, RNG and step."""
+  step: jax.Array
+  rng: jax.Array  # Base key; step keys are fold_in(rng, step), so a restored run continues exactly.
+  g_params: Any
+  d_params: Any
+  g_opt_state: Any
+  d_opt_state: Any
+  ema_g_params: Any  # Exponential moving average of g_params, used for sampling.
+
+
+def create_optimizers(config: ml_collections.ConfigDict):
+  """Adam for G and for D, each with its own learning rate and betas."""
+  g_tx = optax.adam(config.g_learning_rate, b1=config.g_b1, b2=config.g_b2)
+  d_tx = optax.adam(config.d_learning_rate, b1=config.d_b1, b2=config.d_b2)
+  return g_tx, d_tx
+
+
+def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_tx,
+               image_shape, latent_dim: int) -> TrainState:
+  """Initialises parameters and optimiser states (pure: jit it, or eval_shape it)."""
+  g_rng, d_rng, rng = jax.random.split(rng, 3)
+  z = jnp.zeros((1, latent_dim), jnp.float32)
+  labels = jnp.zeros((1,), jnp.int32)
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  g_params = generator.init(g_rng, z, labels, train=False)['params']
+  d_params = discriminator.init(d_rng, images, labels, train=False)['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params, d_params=d_params,
+      g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), ema_g_params=g_params)
+
+
+def _example_keys(key, n_local: int):
+  """One key per example, indexed by its position in the global batch.
+
+  Noise and dropout therefore do not depend on how the batch is split over devices.
+  """
+  first = lax.axis_index(DATA_AXIS) * n_local
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, first + jnp.arange(n_local))
+
+
+def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
+                    discriminator: nn.Module, g_tx, d_tx, num_classes: int):
+  """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis."""
+  loss = losses.get_loss(config.loss)
+  latent_dim = config.model.latent_dim
+  d_phases = {'joint': (('real', 'fake'),), 'separate': (('real',), ('fake',))}
+  if config.d_update not in d_phases:
+    raise ValueError(f"Unknown d_update {config.d_update!r}; choose 'joint' or 'separate'.")
+
+  def generate(g_params, key, n):
+    """n generated images with random labels, plus D's dropout keys for them."""
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(_example_keys(key, n))
+    z = jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys[:, 0])
+    labels = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_classes))(keys[:, 1])
+    return generator.apply({'params': g_params}, z, labels, train=True), labels, keys[:, 2]
+
+  def d_logits(d_params, images, labels, dropout_keys):
+    """D on each example with its own dropout key (device-count invariant)."""
+    def one(image, label, key):
+      return discriminator.apply({'params': d_params}, image[None], label[None], train=True,
+                                 rngs={'dropout': key})[0]
+    return jax.vmap(one)(images, labels, dropout_keys)
+
+  def step(state: TrainState, batch):
+    images, labels = batch['image'], batch['label']
+    n_real = images.shape[0]
+    n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
+    key = jax.random.fold_in(state.rng, state.step)
+    real_key, fake_key, g_key = jax.random.split(key, 3)
+    real_dropout = _example_keys(real_key, n_real)
+    fakes, fake_labels, fake_dropout = generate(state.g_params, fake_key, n_real)
+    fakes = lax.stop_gradient(fakes)
+
+    d_params, d_opt_state, metrics = state.d_params, state.d_opt_state, {}
+    for phase in d_phases[config.d_update]:
+      def d_loss_fn(params, phase=phase):
+        terms = {}
+        if 'real' in phase:
+          real_logits = d_logits(params, images, labels, real_dropout)
+          terms['d_loss_real'] = loss.d_real(real_logits).mean()
+          terms['d_acc_real'] = (real_logits > 0).mean()
+        if 'fake' in phase:
+          fake_logits = d_logits(params, fakes, fake_labels, fake_dropout)
+          terms['d_loss_fake'] = loss.d_fake(fake_logits).mean()
+          terms['d_acc_fake'] = (fake_logits < 0).mean()
+        return sum(v for k, v in terms.items() if k.startswith('d_loss')), terms
+      grads, terms = jax.grad(d_loss_fn, has_aux=True)(d_params)
+      grads = lax.pmean(grads, DATA_AXIS)
+      updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
+      d_params = optax.apply_updates(d_params, updates)
+      metrics.update(terms)
+
+    def g_loss_fn(params):
+      generated, gen_labels, gen_dropout = generate(params, g_key, n_gen)
+      return loss.g(d_logits(d_params, generated, gen_labels, gen_dropout)).mean()
+    g_loss, grads = jax.value_and_grad(g_loss_fn)(state.g_params)
+    grads = lax.pmean(grads, DATA_AXIS)
+    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    decay = config.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params, g_params)
+
+    metrics['g_loss'] = g_loss
+    metrics['d_loss'] = metrics.get('d_loss_real', 0.0) + metrics.get('d_loss_fake', 0.0)
+    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema)
+    return new_state, lax.pmean(metrics, DATA_AXIS)
+
+  return step
+
+
+def make_train_loop(step_fn, mesh):
+  """jit(shard_map) of `len(batches)` steps in one dispatch; returns their mean metrics.
+
+  State is replicated and donated; batches are [steps, global_batch, ...] sharded on `data`.
+  """
+  def loop(state, batches):
+    state, metrics = lax.scan(step_fn, state, batches)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+  sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),
+                          out_specs=(P(), P()), check_vma=False)
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
+  """The next step at which something is logged, sampled, saved, or training ends."""
+  intervals = (config.log_every_steps, config.sample_every_steps, config.checkpoint_every_steps)
+  nexts = [(step // n + 1) * n for n in intervals if n > 0]
+  return min(nexts + [config.num_train_steps])
+
+
+def _check_workdir(workdir: str):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise PermissionError(f'Cannot write to --workdir={workdir} ({e.strerror}); '
+                          'choose a directory you can write to.') from None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming from the newest checkpoint in `workdir`) for `config.num_train_steps`."""
+  _check_workdir(workdir)
+  mesh = sharding.make_mesh()
+  local_batch = sharding.local_batch_size(config.batch_size, mesh)
+  sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
+  info = input_pipeline.get_info(config)
+  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
+  g_tx, d_tx = create_optimizers(config)
+  init_fn = functools.partial(init_state, generator=generator, discriminator=discriminator,
+                              g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
+                              latent_dim=config.model.latent_dim)
+  replicated = sharding.replicated(mesh)
+  rng = jax.random.PRNGKey(config.seed)
+  manager = checkpoint.create_manager(workdir, config)
+  if manager.latest_step() is not None:
+    checkpoint.check_compatible(manager, manager.latest_step(), config, info)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                            jax.eval_shape(init_fn, rng))
+    state = checkpoint.restore_state(manager, abstract)
+    logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
+  else:
+    state = jax.jit(init_fn, out_shardings=replicated)(rng)
+  start_step = int(state.step)
+
+  ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch,
+                                        start_batch=start_step)
+  batches = iter(ds.as_numpy_iterator())
+  step_fn = make_train_step(config, generator=generator, discriminator=discriminator,
+                            g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  train_loop = make_train_loop(step_fn, mesh)
+  is_chief = jax.process_index() == 0
+  writer = tensorboard.SummaryWriter(workdir) if is_chief else None
+  if writer and start_step == 0:
+    writer.text('config', '<pre>' + str(config) + '</pre>', 0)
+
+  logging.info('Training %s on %s (%s, %d classes) over %d devices, steps %d..%d.',
+               config.model.name, config.dataset, info.image_shape, info.num_classes,
+               mesh.devices.size, start_step, config.num_train_steps)
+  step, t_last, step_last = start_step, time.time(), start_step
+  while step < config.num_train_steps:
+    k = min(config.steps_per_loop, _next_boundary(step, config) - step)
+    local = [next(batches) for _ in range(k)]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
+    state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
+    step += k
+    done = step >= config.num_train_steps
+
+    if done or step % config.log_every_steps == 0:
+      metrics = jax.device_get(metrics)
+      elapsed = time.time() - t_last
+      steps_per_sec = (step - step_last) / elapsed
+      metrics['steps_per_sec'] = steps_per_sec
+      metrics['images_per_sec'] = steps_per_sec * config.batch_size
+      t_last, step_last = time.time(), step
+      eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
+      print(f'step {step}/{config.num_train_steps}  ' +
+            '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
+            f'  eta {eta:.0f}s', flush=True)
+      if writer:
+        for name, value in metrics.items():
+          writer.scalar(name, float(value), step)
+    if is_chief and (done or step % config.sample_every_steps == 0):
+      picture = _sample_grid(generator, state, config, info)
+      path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      sample.write_png(path, picture)
+      sample.write_png(os.path.join(workdir, 'samples.png'), picture)
+      writer.image('samples', picture, step)
+    if done or step % config.checkpoint_every_steps == 0:
+      checkpoint.save(manager, state, config, info, force=done)
+    if writer:
+      writer.flush()
+  manager.wait_until_finished()
+  manager.close()
+  if writer:
+    writer.close()
+  return state
+
+
+def _sample_grid(generator, state: TrainState, config: ml_collections.ConfigDict,
+                 info: input_pipeline.DatasetInfo) -> np.ndarray:
+  """A grid with one column per class from the EMA generator, always from the same noise."""
+  params = jax.device_get(state.ema_g_params)
+  x, _ = sample.class_samples(generator, params, range(info.num_classes),
+                              config.num_samples_per_class, config.seed,
+                              config.model.latent_dim, info.num_classes)
+  return sample.grid(x, num_columns=info.num_classes)

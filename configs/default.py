@@ -1,0 +1,54 @@
+"""Defaults shared by every config: the tutorial cDCGAN on the embedded `digits` data."""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default training configuration."""
+  config = ml_collections.ConfigDict()
+
+  # Data.
+  config.dataset = 'digits'  # 'digits', a TFDS name ('mnist', 'cifar10', ...) or 'folder:PATH'.
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None = TFDS default.
+  config.train_split = 'train'  # Split to train on.
+  config.eval_split = 'test'  # Held-out split (classifier and metrics).
+  config.image_size = 0  # Resize images to this square size; 0 keeps the dataset's own size.
+  config.num_channels = 0  # 1 (gray) or 3 (RGB); 0 keeps the dataset's own channel count.
+  config.shuffle_buffer = 10_000  # Examples in the tf.data shuffle buffer.
+
+  # Model.
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'dcgan'  # Generator/discriminator pair from models.MODELS.
+  config.model.latent_dim = 100  # Size of the noise vector z.
+  config.model.embed_dim = 50  # Size of each label embedding (nn.Embed features).
+  config.model.g_width = 128  # Feature maps in every generator block.
+  config.model.d_width = 128  # Feature maps in every discriminator block.
+  config.model.num_upsamples = 2  # Stride-2 upsamplings in G (and downsamplings in D).
+  config.model.g_out_kernel = 7  # Kernel size of G's last convolution (7 in the tutorial).
+  config.model.d_dropout = 0.4  # Dropout before D's logit.
+  config.model.g_conditioning = 'channel'  # How G sees the label: see conditioning.py.
+  config.model.d_conditioning = 'channel'  # How D sees the label: see conditioning.py.
+
+  # Objective and optimisers.
+  config.loss = 'non_saturating'  # GAN loss from losses.LOSSES.
+  config.d_update = 'joint'  # 'joint': one D step on real+fake; 'separate': real then fake (Keras tutorial).
+  config.g_learning_rate = 2e-4  # Adam learning rate of G.
+  config.d_learning_rate = 2e-4  # Adam learning rate of D.
+  config.g_b1 = 0.5  # Adam beta1 of G.
+  config.d_b1 = 0.5  # Adam beta1 of D.
+  config.g_b2 = 0.999  # Adam beta2 of G.
+  config.d_b2 = 0.999  # Adam beta2 of D.
+  config.ema_decay = 0.0  # EMA of G's weights used for sampling; 0 samples the raw weights.
+
+  # Schedule.
+  config.seed = 0  # Seeds parameters, noise, dropout and data order.
+  config.batch_size = 128  # Real images per step (global, over all devices and hosts).
+  config.g_batch_size = 0  # Generated images in G's update; 0 means batch_size.
+  config.num_train_steps = 2000  # Total training steps.
+  config.steps_per_loop = 10  # Steps compiled into one dispatch (lax.scan); logging granularity.
+  config.log_every_steps = 100  # Print and log losses every this many steps.
+  config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps.
+  config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps (and at the end).
+  config.keep_checkpoints = 3  # Newest checkpoints kept on disk.
+  config.num_samples_per_class = 10  # Rows of the periodic sample grid.
+  return config

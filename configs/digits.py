@@ -1,0 +1,20 @@
+"""The embedded default: scikit-learn's 8x8 digits, trained in a few minutes on a CPU."""
+
+from configs import default
+
+
+def get_config():
+  """Small cDCGAN on `digits`, the data that ships with scikit-learn."""
+  config = default.get_config()
+  config.dataset = 'digits'
+  config.model.g_width = 64
+  config.model.d_width = 64
+  config.model.g_out_kernel = 3
+  config.model.d_dropout = 0.2
+  config.batch_size = 64
+  config.num_train_steps = 3000
+  config.log_every_steps = 250
+  config.sample_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.ema_decay = 0.999
+  return config

@@ -1,0 +1,37 @@
+"""Eight simulated CPU devices for every test, and tiny configs."""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from configs import digits  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_5K = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'mnist-5k')
+
+
+def make_tiny_config():
+  """The digits config shrunk so a step compiles and runs in a moment."""
+  config = digits.get_config()
+  config.model.g_width = 8
+  config.model.d_width = 8
+  config.model.latent_dim = 8
+  config.model.embed_dim = 4
+  config.batch_size = 16
+  config.num_train_steps = 4
+  config.steps_per_loop = 2
+  config.log_every_steps = 2
+  config.sample_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.num_samples_per_class = 2
+  config.shuffle_buffer = 64
+  return config
+
+
+@pytest.fixture
+def tiny_config():
+  return make_tiny_config()

@@ -1,0 +1,91 @@
+"""The input pipeline on TFDS (mocked), an image folder, and the embedded digits."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from cgan_jax import input_pipeline
+from tests.conftest import MNIST_5K
+
+
+def _first_batch(config, batch_size=8, **kwargs):
+  ds, info = input_pipeline.create_dataset(config, config.train_split, batch_size, **kwargs)
+  return next(ds.as_numpy_iterator()), info
+
+
+def _check_batch(batch, info, batch_size=8):
+  assert batch['image'].shape == (batch_size, *info.image_shape)
+  assert batch['image'].dtype == np.float32
+  assert -1.0 <= batch['image'].min() and batch['image'].max() <= 1.0
+  assert batch['label'].dtype == np.int32
+  assert ((0 <= batch['label']) & (batch['label'] < info.num_classes)).all()
+
+
+@pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)), ('cifar10', (32, 32, 3))])
+def test_tfds_mock(tiny_config, name, shape):
+  tiny_config.dataset = name
+  with tfds.testing.mock_data(num_examples=32):
+    batch, info = _first_batch(tiny_config)
+  assert info.image_shape == shape and info.num_classes == 10
+  _check_batch(batch, info)
+
+
+def test_digits_is_deterministic_and_resumable(tiny_config):
+  ds, info = input_pipeline.create_dataset(tiny_config, 'train', 8)
+  stream = ds.as_numpy_iterator()
+  batches = [next(stream) for _ in range(3)]
+  _check_batch(batches[0], info)
+  assert info.image_shape == (8, 8, 1) and info.num_examples == 1500
+  again, _ = _first_batch(tiny_config)
+  np.testing.assert_array_equal(again['image'], batches[0]['image'])
+  resumed, _ = _first_batch(tiny_config, start_batch=2)
+  np.testing.assert_array_equal(resumed['image'], batches[2]['image'])
+  other, _ = _first_batch(tiny_config, seed=1)
+  assert not np.array_equal(other['image'], batches[0]['image'])
+
+
+def _write_folder(root, size=12, mode='L', classes=('cat', 'dog', 'eel')):
+  rng = np.random.RandomState(0)
+  for split in ('train', 'test'):
+    for c in classes:
+      os.makedirs(os.path.join(root, split, c))
+      for i in range(4):
+        shape = (size, size) if mode == 'L' else (size, size, 3)
+        Image.fromarray(rng.randint(0, 255, shape).astype(np.uint8), mode).save(
+            os.path.join(root, split, c, f'{i}.png'))
+
+
+@pytest.mark.parametrize('mode,channels', [('L', 1), ('RGB', 3)])
+def test_folder(tiny_config, tmp_path, mode, channels):
+  _write_folder(str(tmp_path), mode=mode)
+  tiny_config.dataset = f'folder:{tmp_path}'
+  batch, info = _first_batch(tiny_config)
+  assert info.image_shape == (12, 12, channels)
+  assert info.num_classes == 3 and info.class_names == ('cat', 'dog', 'eel')
+  _check_batch(batch, info)
+  tiny_config.image_size = 8
+  tiny_config.num_channels = 3
+  batch, info = _first_batch(tiny_config)
+  assert batch['image'].shape == (8, 8, 8, 3)
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_5K), reason='needs ../shared/data/mnist-5k')
+def test_real_mnist_folder(tiny_config):
+  tiny_config.dataset = f'folder:{MNIST_5K}'
+  batch, info = _first_batch(tiny_config, batch_size=64)
+  assert info.image_shape == (28, 28, 1) and info.num_examples == 4500
+  _check_batch(batch, info, 64)
+  assert len(set(batch['label'].tolist())) > 5
+
+
+@pytest.mark.parametrize('dataset,message', [
+    ('no_such_dataset_xyz', 'Unknown dataset'),
+    ('folder:/no/such/dir', 'does not exist'),
+])
+def test_bad_dataset_is_a_clear_error(tiny_config, dataset, message):
+  tiny_config.dataset = dataset
+  with pytest.raises(ValueError, match=message):
+    input_pipeline.get_info(tiny_config)

@@ -1,0 +1,30 @@
+"""The fast upsampling layer computes exactly what nn.ConvTranspose computes."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from cgan_jax import layers
+
+
+@pytest.mark.parametrize('kernel,stride,size', [(4, 2, 7), (4, 2, 2), (2, 2, 5), (6, 3, 4), (3, 1, 5)])
+def test_subpixel_equals_conv_transpose(kernel, stride, size):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
+  reference = nn.ConvTranspose(5, (kernel, kernel), (stride, stride), padding='SAME')
+  params = reference.init(jax.random.PRNGKey(1), x)
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  fast = layers.ConvTransposeSubpixel(5, kernel, stride)
+  expected = reference.apply(params, x)
+  np.testing.assert_allclose(fast.apply(params, x), expected, atol=1e-5, rtol=1e-5)
+
+  def loss(module, p):
+    return (module.apply(p, x) * expected).sum()
+  np.testing.assert_allclose(
+      jax.grad(lambda p: loss(fast, p))(params)['params']['kernel'],
+      jax.grad(lambda p: loss(reference, p))(params)['params']['kernel'], atol=1e-3, rtol=1e-4)
+
+
+def test_kernel_not_multiple_of_stride_is_an_error():
+  with pytest.raises(ValueError, match='multiple of stride'):
+    layers.ConvTransposeSubpixel(4, 3, 2).init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 2)))

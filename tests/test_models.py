@@ -1,0 +1,49 @@
+"""Model shapes, and that the label changes what G draws and what D says."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cgan_jax import models
+
+
+@pytest.mark.parametrize('image_shape', [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
+def test_shapes_and_label_dependence(tiny_config, image_shape):
+  generator, discriminator = models.create_models(tiny_config, 10, image_shape)
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, tiny_config.model.latent_dim))
+  labels = jnp.array([0, 1, 2, 3])
+  g_params = generator.init(jax.random.PRNGKey(1), z, labels)['params']
+  images = generator.apply({'params': g_params}, z, labels)
+  assert images.shape == (4, *image_shape)
+  assert float(jnp.abs(images).max()) <= 1.0
+  other = generator.apply({'params': g_params}, z, labels + 5)
+  assert float(jnp.abs(images - other).max()) > 1e-4
+
+  d_params = discriminator.init(jax.random.PRNGKey(2), images, labels, train=False)['params']
+  logits = discriminator.apply({'params': d_params}, images, labels, train=False)
+  assert logits.shape == (4,)
+  other = discriminator.apply({'params': d_params}, images, labels + 5, train=False)
+  assert float(jnp.abs(logits - other).max()) > 1e-6
+
+
+def test_unconditional_generator_ignores_labels(tiny_config):
+  tiny_config.model.g_conditioning = 'none'
+  generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+  z = jnp.ones((2, tiny_config.model.latent_dim))
+  params = generator.init(jax.random.PRNGKey(0), z, jnp.array([0, 1]))['params']
+  a = generator.apply({'params': params}, z, jnp.array([0, 1]))
+  b = generator.apply({'params': params}, z, jnp.array([7, 9]))
+  np.testing.assert_array_equal(a, b)
+
+
+def test_bad_model_settings_are_clear_errors(tiny_config):
+  with pytest.raises(ValueError, match='not divisible'):
+    models.create_models(tiny_config, 10, (10, 10, 1))
+  tiny_config.model.name = 'nope'
+  with pytest.raises(ValueError, match='Unknown model.name'):
+    models.create_models(tiny_config, 10, (8, 8, 1))
+  tiny_config.model.name = 'dcgan'
+  tiny_config.model.g_conditioning = 'nope'
+  with pytest.raises(ValueError, match='g_conditioning'):
+    models.create_models(tiny_config, 10, (8, 8, 1))

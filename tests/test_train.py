@@ -1,0 +1,81 @@
+"""The sharded train step: device-count invariance, end-to-end runs, checkpoints and resume."""
+
+import functools
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cgan_jax import checkpoint
+from cgan_jax import models
+from cgan_jax import sharding
+from cgan_jax import train
+
+
+def _run_steps(config, devices, batches):
+  generator, discriminator = models.create_models(config, 10, (8, 8, 1))
+  g_tx, d_tx = train.create_optimizers(config)
+  mesh = sharding.make_mesh(devices)
+  init = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
+                           g_tx=g_tx, d_tx=d_tx, image_shape=(8, 8, 1),
+                           latent_dim=config.model.latent_dim)
+  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  step = train.make_train_step(config, generator=generator, discriminator=discriminator,
+                               g_tx=g_tx, d_tx=d_tx, num_classes=10)
+  loop = train.make_train_loop(step, mesh)
+  state, metrics = loop(state, sharding.to_global(batches, mesh))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize('d_update', ['joint', 'separate'])
+def test_eight_devices_match_one(tiny_config, d_update):
+  tiny_config.d_update = d_update
+  tiny_config.g_batch_size = 32
+  rng = np.random.RandomState(0)
+  batches = {'image': rng.uniform(-1, 1, (3, 16, 8, 8, 1)).astype(np.float32),
+             'label': rng.randint(0, 10, (3, 16)).astype(np.int32)}
+  state8, metrics8 = _run_steps(tiny_config, jax.devices()[:8], batches)
+  state1, metrics1 = _run_steps(tiny_config, jax.devices()[:1], batches)
+  assert int(state8.step) == 3
+  for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for k in metrics1:
+    np.testing.assert_allclose(metrics8[k], metrics1[k], rtol=1e-4, atol=1e-5)
+  initial, _ = _run_steps(tiny_config, jax.devices()[:1], jax.tree.map(lambda x: x[:0], batches))
+  moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(initial.g_params),
+                                               jax.tree.leaves(state1.g_params))]
+  assert max(moved) > 0
+
+
+def test_train_resume_and_checkpoints(tiny_config, tmp_path):
+  workdir = str(tmp_path)
+  state = train.train_and_evaluate(tiny_config, workdir)
+  assert int(state.step) == 4
+  assert os.path.exists(os.path.join(workdir, 'samples.png'))
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
+  manager = checkpoint.create_manager(workdir, tiny_config)
+  assert manager.all_steps() == [2, 4]
+
+  # Training on to 6 steps resumes from step 4 and equals an uninterrupted 6-step run.
+  tiny_config.num_train_steps = 6
+  resumed = train.train_and_evaluate(tiny_config, workdir)
+  straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
+  assert int(resumed.step) == 6
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  params, config, dataset, step = checkpoint.restore_generator(workdir)
+  assert step == 6 and dataset['num_classes'] == 10
+  assert config.model.g_width == tiny_config.model.g_width
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(resumed.ema_g_params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resume_with_other_model_is_refused(tiny_config, tmp_path):
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  before = sorted(os.listdir(tmp_path / 'checkpoints'))
+  tiny_config.model.g_width = 16
+  with pytest.raises(ValueError, match='different model.*g_width'):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
