@@ -227,9 +227,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       metrics['images_per_sec'] = steps_per_sec * config.batch_size
       t_last, step_last = time.time(), step
       eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
-      print(f'step {step}/{config.num_train_steps}  ' +
-            '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
-            f'  eta {eta:.0f}s', flush=True)
+      if is_chief:  # One log line per step for the whole run, not one per process.
+        print(f'step {step}/{config.num_train_steps}  ' +
+              '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
+              f'  eta {eta:.0f}s', flush=True)
       if writer:
         for name, value in metrics.items():
           writer.scalar(name, float(value), step)

@@ -145,7 +145,12 @@ def test_two_processes_match_one(tmp_path, monkeypatch):
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=jax.tree_util.keystr(path))
 
-  # Only process 0 wrote the sample grid and events; one process can sample from the run.
+  # Only process 0 logged, wrote the sample grid and events; one process can sample the run.
+  logs = []
+  for i in range(NUM_PROCESSES):
+    with open(tmp_path / f'process_{i}.log') as f:
+      logs.append(f.read())
+  assert 'step 2/2' in logs[0] and 'step 2/2' not in logs[1]
   assert os.path.exists(os.path.join(workdir, 'samples.png'))
   events = [f for f in os.listdir(workdir) if f.startswith('events.out.tfevents')]
   assert len(events) == 1, events
