@@ -9,6 +9,7 @@ def get_config():
   config.dataset = 'digits'
   config.model.g_width = 64
   config.model.d_width = 64
+  config.model.num_upsamples = 1  # 4x4 base map: a 2x2 one drops the label on 8x8 images.
   config.model.g_out_kernel = 3
   config.model.d_dropout = 0.2
   config.batch_size = 64
@@ -16,5 +17,5 @@ def get_config():
   config.log_every_steps = 250
   config.sample_every_steps = 1000
   config.checkpoint_every_steps = 1000
-  config.ema_decay = 0.999
+  config.ema_decay = 0.99
   return config
