@@ -76,6 +76,16 @@ def restore_generator(workdir: str, step: Optional[int] = None, use_ema: bool = 
 
   Returns (g_params, config, dataset_metadata, step).
   """
+  key = 'ema_g_params' if use_ema else 'g_params'
+  params, config, dataset, step = restore_params(workdir, (key,), step)
+  return params[key], config, dataset, step
+
+
+def restore_params(workdir: str, keys, step: Optional[int] = None):
+  """Restores only the TrainState fields `keys` (e.g. 'g_params', 'd_params') as host arrays.
+
+  Returns ({key: params}, config, dataset_metadata, step).
+  """
   manager = ocp.CheckpointManager(
       checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True, create=False),
       item_handlers={'state': ocp.PyTreeCheckpointHandler(),
@@ -89,11 +99,11 @@ def restore_generator(workdir: str, step: Optional[int] = None, use_ema: bool = 
   elif step not in steps:
     raise ValueError(f'No checkpoint for step {step} in {checkpoint_dir(workdir)}; have {sorted(steps)}.')
   config, dataset = _restore_json(manager, step)
-  key = 'ema_g_params' if use_ema else 'g_params'
   metadata = manager.item_metadata(step)['state']
+  item = {key: metadata[key] for key in keys}
   # Host numpy arrays: sampling runs anywhere, whatever mesh the run was trained on.
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata[key])
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item={key: metadata[key]}, restore_args={key: restore_args}, partial_restore=True)))
+      item=item, restore_args=restore_args, partial_restore=True)))
   manager.close()
-  return restored['state'][key], config, dataset, step
+  return dict(restored['state']), config, dataset, step

@@ -1,6 +1,7 @@
 """Draw the classes you ask for from a trained generator: library and command line.
 
 python -m cgan_jax.sample --workdir=DIR --output=grid.png [--num_per_class=10] [--labels=3,7]
+    [--truncation=T] [--interpolate [--num_steps=10]] [--per_class_dir=DIR]
 """
 
 import functools
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 
 from cgan_jax import checkpoint
 from cgan_jax import models
@@ -29,21 +31,78 @@ def generate(generator, params, z, labels):
   return generator.apply({'params': params}, z, labels, train=False)
 
 
-def class_samples(generator, params, labels: Sequence[int], num_per_class: int, seed: int,
-                  latent_dim: int, num_classes: int):
-  """`num_per_class` images of each label: images (N, H, W, C) uint8 and labels (N,).
+def noise(seed: int, n: int, latent_dim: int, truncation: Optional[float] = None):
+  """n standard-normal noise vectors; with `truncation` T every |z_i| > T is redrawn.
 
-  Ordered row by row: row r holds the r-th sample of every requested label.
+  Redrawing until inside [-T, T] gives exactly the truncated normal, sampled directly here.
   """
+  key = jax.random.PRNGKey(seed)
+  if truncation is None:
+    return jax.random.normal(key, (n, latent_dim))
+  if truncation <= 0:
+    raise ValueError(f'--truncation must be > 0 (e.g. 1.0; smaller trades variety for '
+                     f'fidelity), got {truncation}.')
+  return jax.random.truncated_normal(key, -truncation, truncation, (n, latent_dim))
+
+
+def _check_labels(labels, num_classes: int) -> np.ndarray:
   labels = np.asarray(labels, np.int32)
   bad = labels[(labels < 0) | (labels >= num_classes)]
   if bad.size:
     raise ValueError(f'Label {int(bad[0])} is out of range: this model has {num_classes} '
                      f'classes, 0..{num_classes - 1}.')
+  return labels
+
+
+def generate_batched(generator, params, z, labels, *, batch_size: int = 500,
+                     progress: bool = False) -> np.ndarray:
+  """`generate` in chunks (bounded memory) as uint8, with an optional progress bar."""
+  starts = range(0, len(labels), batch_size)
+  chunks = [to_uint8(generate(generator, params, z[i:i + batch_size],
+                              jnp.asarray(labels[i:i + batch_size])))
+            for i in tqdm.tqdm(starts, desc='sampling', unit='batch', disable=not progress)]
+  return np.concatenate(chunks)
+
+
+def class_samples(generator, params, labels: Sequence[int], num_per_class: int, seed: int,
+                  latent_dim: int, num_classes: int, *, truncation: Optional[float] = None,
+                  progress: bool = False):
+  """`num_per_class` images of each label: images (N, H, W, C) uint8 and labels (N,).
+
+  Ordered row by row: row r holds the r-th sample of every requested label.
+  """
+  labels = _check_labels(labels, num_classes)
   y = np.tile(labels, num_per_class)
-  z = jax.random.normal(jax.random.PRNGKey(seed), (len(y), latent_dim))
-  x = generate(generator, params, z, jnp.asarray(y))
-  return to_uint8(x), y
+  z = noise(seed, len(y), latent_dim, truncation)
+  return generate_batched(generator, params, z, y, progress=progress), y
+
+
+def slerp(z0, z1, num_steps: int) -> np.ndarray:
+  """`num_steps` points from z0 to z1 along the great circle (stays where Gaussian noise lives)."""
+  z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+  t = np.linspace(0, 1, num_steps)[:, None]
+  cos = np.dot(z0, z1) / (np.linalg.norm(z0) * np.linalg.norm(z1))
+  omega = np.arccos(np.clip(cos, -1, 1))
+  if omega < 1e-6:  # (Anti)parallel endpoints: the straight line is the path.
+    return ((1 - t) * z0 + t * z1).astype(np.float32)
+  path = (np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)
+  return path.astype(np.float32)
+
+
+def interpolation(generator, params, labels: Sequence[int], num_steps: int, seed: int,
+                  latent_dim: int, num_classes: int, *, truncation: Optional[float] = None):
+  """For each label a row of `num_steps` images between the same two noise vectors.
+
+  Returns images (len(labels) * num_steps, H, W, C) uint8, row by row, and their labels.
+  """
+  if num_steps < 2:
+    raise ValueError(f'--num_steps must be at least 2 (the two endpoints), got {num_steps}.')
+  labels = _check_labels(labels, num_classes)
+  z0, z1 = np.asarray(noise(seed, 2, latent_dim, truncation))
+  path = slerp(z0, z1, num_steps)
+  z = np.tile(path, (len(labels), 1))
+  y = np.repeat(labels, num_steps)
+  return generate_batched(generator, params, z, y), y
 
 
 def to_uint8(images) -> np.ndarray:
@@ -75,24 +134,66 @@ def write_png(path: str, picture: np.ndarray):
   Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(path)
 
 
-def sample_to_file(workdir: str, output: str, *, num_per_class: int = 10,
+def class_folder(label: int, class_names: Sequence[str]) -> str:
+  """A folder name for `label`: its class name when it is a safe file name, else the id."""
+  name = class_names[label] if label < len(class_names) else ''
+  safe = name and name not in ('.', '..') and not set(name) & set('/\\:\0')
+  return name if safe else f'{label:03d}'
+
+
+def write_per_class(directory: str, images: np.ndarray, labels: np.ndarray,
+                    class_names: Sequence[str], *, progress: bool = False) -> int:
+  """Writes DIRECTORY/<class>/<index>.png (the ImageFolder layout other tools read)."""
+  counts = {}
+  for image, label in tqdm.tqdm(list(zip(images, labels)), desc='writing', unit='png',
+                                disable=not progress):
+    folder = os.path.join(directory, class_folder(int(label), class_names))
+    if label not in counts:
+      os.makedirs(folder, exist_ok=True)
+    counts[label] = counts.get(label, -1) + 1
+    write_png(os.path.join(folder, f'{counts[label]:05d}.png'), image)
+  return len(images)
+
+
+def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class: int = 10,
                    labels: Optional[Sequence[int]] = None, step: Optional[int] = None,
-                   seed: int = 0, use_ema: bool = True) -> str:
-  """Restores G from `workdir` and writes a class grid (.png) or arrays x, y (.npz)."""
-  ext = os.path.splitext(output)[1].lower()
-  if ext not in ('.png', '.npz'):
+                   seed: int = 0, use_ema: bool = True, truncation: Optional[float] = None,
+                   interpolate_steps: int = 0, per_class_dir: Optional[str] = None,
+                   progress: bool = False) -> str:
+  """Restores G from `workdir` and writes a grid (.png), arrays x, y (.npz) and/or PNG folders.
+
+  With `interpolate_steps` > 0 each label gets a row of that many images between two fixed
+  noise vectors instead of `num_per_class` random samples.
+  """
+  if output is None and per_class_dir is None:
+    raise ValueError('Nothing to write: give --output=FILE.png|FILE.npz and/or --per_class_dir=DIR.')
+  ext = output and os.path.splitext(output)[1].lower()
+  if output and ext not in ('.png', '.npz'):
     raise ValueError(f'--output must end in .png (a grid) or .npz (arrays x, y), got {output!r}.')
   params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
   generator = build_generator(config, dataset)
-  labels = range(dataset['num_classes']) if labels is None else labels
-  x, y = class_samples(generator, params, labels, num_per_class, seed,
-                       config.model.latent_dim, dataset['num_classes'])
-  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  if ext == '.png':
-    write_png(output, grid(x, num_columns=len(list(labels))))
+  labels = list(range(dataset['num_classes']) if labels is None else labels)
+  latent_dim, num_classes = config.model.latent_dim, dataset['num_classes']
+  if interpolate_steps:
+    x, y = interpolation(generator, params, labels, interpolate_steps, seed, latent_dim,
+                         num_classes, truncation=truncation)
+    num_columns = interpolate_steps  # One row per label.
   else:
-    np.savez(output, x=x, y=y)
-  return f'Wrote {len(y)} samples from step {step} to {output}'
+    x, y = class_samples(generator, params, labels, num_per_class, seed, latent_dim, num_classes,
+                         truncation=truncation, progress=progress)
+    num_columns = len(labels)  # One column per label.
+  written = []
+  if output:
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    if ext == '.png':
+      write_png(output, grid(x, num_columns=num_columns))
+    else:
+      np.savez(output, x=x, y=y)
+    written.append(output)
+  if per_class_dir:
+    write_per_class(per_class_dir, x, y, dataset.get('class_names', ()), progress=progress)
+    written.append(f'{per_class_dir}/<class>/')
+  return f'Wrote {len(y)} samples from step {step} to {" and ".join(written)}'
 
 
 FLAGS = flags.FLAGS
@@ -109,18 +210,26 @@ def main(argv):
       raise app.UsageError(f'--labels must be comma-separated integers, got {FLAGS.labels!r}.')
   try:
     print(sample_to_file(FLAGS.workdir, FLAGS.output, num_per_class=FLAGS.num_per_class,
-                         labels=labels, step=FLAGS.step, seed=FLAGS.seed, use_ema=FLAGS.ema))
+                         labels=labels, step=FLAGS.step, seed=FLAGS.seed, use_ema=FLAGS.ema,
+                         truncation=FLAGS.truncation,
+                         interpolate_steps=FLAGS.num_steps if FLAGS.interpolate else 0,
+                         per_class_dir=FLAGS.per_class_dir, progress=True))
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'Error: {e}') from None
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
-  flags.DEFINE_string('output', None, 'FILE.png for a class grid, FILE.npz for arrays x, y.',
-                      required=True)
+  flags.DEFINE_string('output', None, 'FILE.png for a grid, FILE.npz for arrays x, y.')
   flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.')
   flags.DEFINE_string('labels', None, 'Comma-separated class ids; default: every class.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   flags.DEFINE_bool('ema', True, "Sample the EMA of G's weights (the raw weights with --noema).")
+  flags.DEFINE_float('truncation', None, 'Redraw noise entries with |z| above this (e.g. 1.0).')
+  flags.DEFINE_bool('interpolate', False,
+                    'One row per label between two fixed noise vectors, instead of samples.')
+  flags.DEFINE_integer('num_steps', 10, 'Images per interpolation row (with --interpolate).')
+  flags.DEFINE_string('per_class_dir', None,
+                      'Also write DIR/<class>/NNNNN.png, one folder of PNGs per class.')
   app.run(main)

@@ -120,6 +120,9 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
       updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, updates)
       metrics.update(terms)
+      # Norm of the averaged gradient, one per D phase ('d_grad_norm' or '_real'/'_fake').
+      suffix = '' if len(d_phases[config.d_update]) == 1 else '_' + phase[0]
+      metrics['d_grad_norm' + suffix] = optax.tree.norm(grads)
 
     def g_loss_fn(params):
       generated, gen_labels, gen_dropout = generate(params, g_key, n_gen)
@@ -132,6 +135,7 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params, g_params)
 
     metrics['g_loss'] = g_loss
+    metrics['g_grad_norm'] = optax.tree.norm(grads)
     metrics['d_loss'] = metrics.get('d_loss_real', 0.0) + metrics.get('d_loss_fake', 0.0)
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema)
@@ -234,6 +238,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if writer:
         for name, value in metrics.items():
           writer.scalar(name, float(value), step)
+        writer.scalar('g_learning_rate', config.g_learning_rate, step)
+        writer.scalar('d_learning_rate', config.d_learning_rate, step)
     if is_chief and (done or step % config.sample_every_steps == 0):
       picture = _sample_grid(generator, state, config, info)
       path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')

@@ -1,0 +1,254 @@
+"""A look inside a trained run: parameter tables, label embeddings and pictures.
+
+python -m cgan_jax.inspect --workdir=DIR [--output=DIR] [--step=N]
+
+Writes into --output (default DIR/inspect):
+  params.txt                 per-layer parameter table of G and D (also printed);
+  embeddings/NET_PATH.npy    every nn.Embed table (also printed);
+  embedding_cosine.png       cosine similarity between the class embeddings of each table;
+  conditioned_input_pca.png  PCA of G's input after conditioning, many noise draws per class;
+  interpolation.png          one row per class between the same two noise vectors;
+  loss_curves.png            losses, D accuracy and gradient norms from the TensorBoard events.
+"""
+
+import glob
+import os
+from typing import Dict, List, Optional, Tuple
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from cgan_jax import checkpoint
+from cgan_jax import models
+from cgan_jax import plots
+from cgan_jax import sample
+
+
+def param_table(params, title: str) -> str:
+  """A Keras-summary-like table: one row per parameter array, a subtotal per top-level layer."""
+  rows, totals = [], {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = [str(getattr(k, 'key', k)) for k in path]
+    count = int(np.prod(np.shape(leaf)))
+    rows.append(('/'.join(names), str(tuple(np.shape(leaf))), count))
+    totals[names[0]] = totals.get(names[0], 0) + count
+  width = max([len(r[0]) for r in rows] + [9])
+  lines = [title, f'{"parameter":<{width}}  {"shape":<20} {"count":>10}', '-' * (width + 33)]
+  layer = None
+  for name, shape, count in rows:
+    if name.split('/')[0] != layer:
+      if layer is not None:
+        lines.append(f'{"":<{width}}  {layer + " total":<20} {totals[layer]:>10,}')
+      layer = name.split('/')[0]
+    lines.append(f'{name:<{width}}  {shape:<20} {count:>10,}')
+  lines.append(f'{"":<{width}}  {layer + " total":<20} {totals[layer]:>10,}')
+  lines += ['-' * (width + 33), f'{"total":<{width}}  {"":<20} {sum(totals.values()):>10,}']
+  return '\n'.join(lines)
+
+
+def embedding_tables(params, net: str) -> Dict[str, np.ndarray]:
+  """Every nn.Embed table in `params` as {'NET_path_to_embed': (num_classes, features)}."""
+  tables = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = [str(getattr(k, 'key', k)) for k in path]
+    if names[-1] == 'embedding':  # nn.Embed's one parameter.
+      tables['_'.join([net] + names[:-1])] = np.asarray(leaf)
+  return tables
+
+
+def cosine_similarity(table: np.ndarray) -> np.ndarray:
+  unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+  return unit @ unit.T
+
+
+def module_inputs(generator, params, z, labels) -> List[Tuple[str, np.ndarray]]:
+  """The first float input of every submodule call inside G, in call order: [(path, array)]."""
+  recorded = []
+
+  def record(next_fun, args, kwargs, context):
+    if (context.method_name == '__call__' and context.module.path and args and
+        jnp.issubdtype(jnp.asarray(args[0]).dtype, jnp.floating)):
+      recorded.append(('/'.join(context.module.path), np.asarray(args[0], np.float32)))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    generator.apply({'params': params}, z, labels, train=False)
+  return recorded
+
+
+def find_conditioned_input(generator, params, latent_dim: int) -> Optional[Tuple[int, str]]:
+  """(call index, module path) of the first G layer whose input depends on both z and label.
+
+  That is where conditioning has happened, whatever the style: for 'channel' the base map
+  with the label map concatenated, for a z-times-embedding style the projection's input.
+  None when no layer input depends on the label (G ignores it).
+  """
+  z = np.asarray(sample.noise(1, 2, latent_dim))
+  # Rows: (z_a, 0), (z_a, 1), (z_b, 0).
+  inputs = module_inputs(generator, params, jnp.asarray(z[[0, 0, 1]]), jnp.array([0, 1, 0]))
+  for i, (path, x) in enumerate(inputs):
+    if x.shape[0] == 3 and not np.allclose(x[0], x[1]) and not np.allclose(x[0], x[2]):
+      return i, path
+  return None
+
+
+def pca_2d(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Projection of (N, D) features on their top-2 principal axes, and those axes' variance share."""
+  centred = features - features.mean(axis=0)
+  _, s, vt = np.linalg.svd(centred, full_matrices=False)
+  return centred @ vt[:2].T, (s[:2]**2) / max(np.sum(s**2), 1e-12)
+
+
+def class_separation(features: np.ndarray, labels: np.ndarray) -> float:
+  """Share of the features' variance explained by the class (between-class / total, in [0, 1])."""
+  mean = features.mean(axis=0)
+  total = np.sum((features - mean)**2)
+  between = sum(np.sum(labels == c) * np.sum((features[labels == c].mean(axis=0) - mean)**2)
+                for c in np.unique(labels))
+  return float(between / max(total, 1e-12))
+
+
+def read_scalars(workdir: str) -> plots.Curves:
+  """Every scalar in the run's TensorBoard event files: {tag: (steps, values)}, last write wins."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  points = {}
+  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.HasField('simple_value'):
+          points.setdefault(value.tag, {})[event.step] = value.simple_value
+        elif value.metadata.plugin_data.plugin_name == 'scalars':
+          points.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)]))
+          for tag, p in points.items()}
+
+
+def loss_panels(scalars: plots.Curves) -> List[Tuple[str, plots.Curves]]:
+  """Scalars grouped into panels; speed and learning rates are left to TensorBoard."""
+  groups = [('losses', 'loss'), ('D accuracy (real, fake)', 'd_acc'),
+            ('gradient norms', 'grad_norm')]
+  panels, used = [], set()
+  for title, key in groups:
+    series = {t: v for t, v in scalars.items() if key in t}
+    used |= set(series)
+    if series:
+      panels.append((title, series))
+  other = {t: v for t, v in scalars.items()
+           if t not in used and not t.endswith(('per_sec', 'learning_rate'))}
+  if other:
+    panels.append(('other metrics', other))
+  return panels
+
+
+def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optional[int] = None,
+                    use_ema: bool = True, num_per_class: int = 100, num_steps: int = 8,
+                    seed: int = 0, log=print) -> dict:
+  """Writes every table and picture for the run in `workdir`; returns what it computed."""
+  output = output or os.path.join(workdir, 'inspect')
+  g_key = 'ema_g_params' if use_ema else 'g_params'
+  restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
+  g_params, d_params = restored[g_key], restored['d_params']
+  num_classes, latent_dim = dataset['num_classes'], config.model.latent_dim
+  class_names = [str(n) for n in dataset.get('class_names') or range(num_classes)]
+  generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
+  os.makedirs(os.path.join(output, 'embeddings'), exist_ok=True)
+  result = {'step': step, 'output': output, 'files': {}, 'notes': []}
+  files, notes = result['files'], result['notes']
+  log(f'Inspecting {workdir} at step {step} into {output}')
+  progress = tqdm.tqdm(total=5, desc='inspect', unit='part')
+
+  tables = param_table(g_params, f'Generator ({g_key})') + '\n\n' + param_table(
+      d_params, 'Discriminator (d_params)')
+  files['params'] = os.path.join(output, 'params.txt')
+  with open(files['params'], 'w') as f:
+    f.write(tables + '\n')
+  log(tables)
+  progress.update()
+
+  embeddings = {**embedding_tables(g_params, 'G'), **embedding_tables(d_params, 'D')}
+  result['embeddings'] = embeddings
+  for name, table in embeddings.items():
+    np.save(os.path.join(output, 'embeddings', f'{name}.npy'), table)
+    with np.printoptions(precision=3, suppress=True, linewidth=120):
+      log(f'\n{name}: nn.Embed table {table.shape} (row = class)\n{table}')
+  if embeddings:
+    files['embedding_cosine'] = plots.heatmaps(
+        [(f'{name}: cosine similarity', cosine_similarity(t)) for name, t in embeddings.items()],
+        class_names, os.path.join(output, 'embedding_cosine.png'))
+  else:
+    notes.append('No nn.Embed in G or D (conditioning "none"): no embedding heatmap.')
+  progress.update()
+
+  found = find_conditioned_input(generator, g_params, latent_dim)
+  if found is None:
+    notes.append(f'No layer input of G depends on the label (g_conditioning='
+                 f'{config.model.g_conditioning!r}): no conditioned-input PCA.')
+  else:
+    index, layer = found
+    labels = np.repeat(np.arange(num_classes), num_per_class)
+    z = sample.noise(seed, len(labels), latent_dim)
+    features = module_inputs(generator, g_params, z, jnp.asarray(labels))[index][1]
+    features = features.reshape(len(labels), -1)
+    points, share = pca_2d(features)
+    result['pca'] = {'layer': layer, 'points': points, 'labels': labels, 'variance': share,
+                     'class_separation': class_separation(features, labels)}
+    log(f'\nConditioned input of G = input of {layer!r} ({features.shape[1]} values); '
+        f'class explains {result["pca"]["class_separation"]:.1%} of its variance.')
+    files['conditioned_input_pca'] = plots.scatter_by_class(
+        points, labels, class_names,
+        f'input of G/{layer} ({config.model.g_conditioning}), {num_per_class} z per class',
+        (f'PC1 ({share[0]:.0%} of variance)', f'PC2 ({share[1]:.0%})'),
+        os.path.join(output, 'conditioned_input_pca.png'))
+  progress.update()
+
+  x, _ = sample.interpolation(generator, g_params, range(num_classes), num_steps, seed,
+                              latent_dim, num_classes)
+  result['interpolation'] = x
+  files['interpolation'] = os.path.join(output, 'interpolation.png')
+  sample.write_png(files['interpolation'], sample.grid(x, num_columns=num_steps, min_cell=32))
+  progress.update()
+
+  scalars = read_scalars(workdir)
+  panels = loss_panels(scalars)
+  if panels:
+    files['loss_curves'] = plots.curves(panels, os.path.join(output, 'loss_curves.png'))
+    result['num_panels'] = len(panels)
+  else:
+    notes.append(f'No TensorBoard scalars in {workdir}: no loss curves.')
+  progress.update()
+  progress.close()
+
+  for note in notes:
+    log('Note: ' + note)
+  log('Wrote ' + ', '.join(sorted(os.path.relpath(p, output) for p in files.values())) +
+      f' and {len(embeddings)} embedding table(s) to {output}')
+  return result
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    inspect_workdir(FLAGS.workdir, FLAGS.output, step=FLAGS.step, use_ema=FLAGS.ema,
+                    num_per_class=FLAGS.num_per_class, num_steps=FLAGS.num_steps, seed=FLAGS.seed)
+  except (ValueError, FileNotFoundError) as e:
+    raise SystemExit(f'Error: {e}') from None
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
+  flags.DEFINE_string('output', None, 'Where tables and pictures go; default WORKDIR/inspect.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
+  flags.DEFINE_bool('ema', True, "Inspect the EMA of G's weights (the raw weights with --noema).")
+  flags.DEFINE_integer('num_per_class', 100, 'Noise draws per class in the PCA picture.')
+  flags.DEFINE_integer('num_steps', 8, 'Images per interpolation row.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
+  app.run(main)

@@ -1,0 +1,129 @@
+"""The inspect command: tables, embeddings and every picture from a tiny trained workdir."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cgan_jax import inspect as cgan_inspect
+from cgan_jax import plots
+from cgan_jax import sample
+from cgan_jax import train
+from tests.conftest import REPO, make_tiny_config
+
+
+@pytest.fixture(scope='module')
+def inspected(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = make_tiny_config()
+  train.train_and_evaluate(config, workdir)
+  lines = []
+  result = cgan_inspect.inspect_workdir(workdir, num_per_class=20, num_steps=5, log=lines.append)
+  return workdir, config, result, '\n'.join(lines)
+
+
+def _picture(path):
+  assert os.path.exists(path), path
+  return np.asarray(Image.open(path).convert('RGB')).astype(np.float32)
+
+
+def _assert_not_blank(picture):
+  # A blank canvas has one colour; a plot or image grid has many distinct pixel values.
+  assert picture.std() > 5 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 20
+
+
+def test_param_table_counts_every_parameter(inspected):
+  workdir, _, result, printed = inspected
+  restored, *_ = cgan_inspect.checkpoint.restore_params(workdir, ('ema_g_params', 'd_params'))
+  text = open(result['files']['params']).read()
+  for key in ('ema_g_params', 'd_params'):
+    leaves = [np.asarray(x) for x in cgan_inspect.jax.tree.leaves(restored[key])]
+    assert f'{sum(x.size for x in leaves):,}' in text
+  assert 'label_map/embed/embedding' in text and 'project/kernel' in text
+  assert 'Generator' in printed and 'Discriminator' in printed
+
+
+def test_embedding_tables_saved_and_heatmap(inspected):
+  _, config, result, printed = inspected
+  emb_dir = os.path.join(result['output'], 'embeddings')
+  names = sorted(os.listdir(emb_dir))
+  assert names == ['D_label_map_embed.npy', 'G_label_map_embed.npy']
+  for name in names:
+    table = np.load(os.path.join(emb_dir, name))
+    assert table.shape == (10, config.model.embed_dim)
+    assert len(np.unique(table.round(6), axis=0)) == 10  # Classes differ.
+    assert name[:-4] in printed
+  picture = _picture(result['files']['embedding_cosine'])
+  assert picture.shape[:2] == plots.figure_size(2)
+  _assert_not_blank(picture)
+
+
+def test_conditioned_input_pca(inspected):
+  _, config, result, _ = inspected
+  pca = result['pca']
+  assert pca['layer'] == 'up0'  # 'channel': the base map with the label map concatenated.
+  assert pca['points'].shape == (200, 2)
+  means = np.stack([pca['points'][pca['labels'] == c].mean(0) for c in range(10)])
+  assert len(np.unique(means.round(4), axis=0)) == 10  # Classes differ.
+  assert 0 < pca['class_separation'] < 1
+  picture = _picture(result['files']['conditioned_input_pca'])
+  assert picture.shape[:2] == plots.figure_size(1)
+  _assert_not_blank(picture)
+  assert config.model.g_conditioning == 'channel'
+
+
+def test_interpolation_strip(inspected):
+  _, _, result, _ = inspected
+  x = result['interpolation']
+  assert x.shape == (10 * 5, 8, 8, 1)
+  rows = x.reshape(10, 5, -1)
+  assert not np.array_equal(rows[0], rows[1])  # Same noise path, classes differ.
+  assert not np.array_equal(rows[0, 0], rows[0, -1])  # The path moves.
+  picture = _picture(result['files']['interpolation'])
+  expected = sample.grid(np.zeros((50, 8, 8, 1), np.uint8), 5, min_cell=32).shape[:2]
+  assert picture.shape[:2] == expected
+  _assert_not_blank(picture)
+
+
+def test_loss_curves_from_tensorboard(inspected):
+  workdir, config, result, _ = inspected
+  scalars = cgan_inspect.read_scalars(workdir)
+  for tag in ('g_loss', 'd_loss', 'd_acc_real', 'g_grad_norm', 'd_grad_norm', 'g_learning_rate'):
+    steps, values = scalars[tag]
+    assert steps.tolist() == list(range(2, config.num_train_steps + 1, 2)), tag
+    assert np.all(np.isfinite(values))
+  assert np.all(scalars['g_grad_norm'][1] > 0)
+  picture = _picture(result['files']['loss_curves'])
+  assert result['num_panels'] == 3  # losses, D accuracy, gradient norms.
+  assert picture.shape[:2] == plots.figure_size(3)
+  _assert_not_blank(picture)
+
+
+def test_unconditioned_generator_degrades_with_a_note(tmp_path):
+  config = make_tiny_config()
+  config.model.g_conditioning = 'none'
+  config.model.d_conditioning = 'none'
+  config.num_train_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  result = cgan_inspect.inspect_workdir(str(tmp_path), num_per_class=4, num_steps=3,
+                                        log=lambda _: None)
+  assert 'pca' not in result and 'embedding_cosine' not in result['files']
+  assert any('depends on the label' in n for n in result['notes'])
+  assert os.path.exists(result['files']['interpolation'])
+
+
+def test_inspect_cli(inspected, tmp_path):
+  workdir = inspected[0]
+  result = subprocess.run(
+      [sys.executable, '-m', 'cgan_jax.inspect', f'--workdir={workdir}', f'--output={tmp_path}',
+       '--num_per_class=5', '--step=2'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert 'at step 2' in result.stdout
+  assert {'params.txt', 'embedding_cosine.png', 'conditioned_input_pca.png', 'interpolation.png',
+          'loss_curves.png'} <= set(os.listdir(tmp_path))
+  empty = subprocess.run([sys.executable, '-m', 'cgan_jax.inspect', f'--workdir={tmp_path}'],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert empty.returncode != 0 and 'No checkpoint' in empty.stderr
