@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from cgan_jax import checkpoint
 from cgan_jax import input_pipeline
@@ -157,3 +158,11 @@ def test_two_processes_match_one(tmp_path, monkeypatch):
   output = str(tmp_path / 'grid.png')
   assert 'from step 2' in sample.sample_to_file(workdir, output, num_per_class=2)
   assert os.path.getsize(output) > 0
+
+
+def test_local_batch_is_the_global_batch_split_over_processes(monkeypatch):
+  monkeypatch.setattr(jax, 'process_count', lambda *_: 2)
+  mesh = sharding.make_mesh(jax.devices()[:4])
+  assert sharding.local_batch_size(16, mesh) == 8
+  with pytest.raises(ValueError, match='batch_size=6 is not divisible by the 4 devices'):
+    sharding.local_batch_size(6, mesh)
