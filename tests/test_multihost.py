@@ -166,3 +166,19 @@ def test_local_batch_is_the_global_batch_split_over_processes(monkeypatch):
   assert sharding.local_batch_size(16, mesh) == 8
   with pytest.raises(ValueError, match='batch_size=6 is not divisible by the 4 devices'):
     sharding.local_batch_size(6, mesh)
+
+
+def test_folder_examples_split_over_processes(tmp_path, monkeypatch):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  for i in range(10):
+    path = tmp_path / 'train' / str(i % 2) / f'{i}.png'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((4, 4), i * 20, np.uint8)).save(path)
+  config = conftest.make_tiny_config()
+  config.dataset = f'folder:{tmp_path}'
+  pixels = [sorted(e['image'][:, 0, 0, 0].tolist())
+            for e in (_process_stream(config, p, monkeypatch, 100, 1, train_mode=False)[0]
+                      for p in range(NUM_PROCESSES))]
+  assert [len(p) for p in pixels] == [5, 5]
+  np.testing.assert_allclose(sorted(pixels[0] + pixels[1]), np.arange(10) * 20 / 127.5 - 1,
+                             atol=1e-6)
