@@ -6,7 +6,8 @@ Writes into --output (default DIR/inspect):
   params.txt                 per-layer parameter table of G and D (also printed);
   embeddings/NET_PATH.npy    every nn.Embed table (also printed);
   embedding_cosine.png       cosine similarity between the class embeddings of each table;
-  conditioned_input_pca.png  PCA of G's input after conditioning, many noise draws per class;
+  conditioned_input_pca.png  PCA of the input (and output) of G's first layer after
+                             conditioning, many noise draws per class;
   interpolation.png          one row per class between the same two noise vectors;
   loss_curves.png            losses, D accuracy and gradient norms from the TensorBoard events.
 """
@@ -66,15 +67,17 @@ def cosine_similarity(table: np.ndarray) -> np.ndarray:
   return unit @ unit.T
 
 
-def module_inputs(generator, params, z, labels) -> List[Tuple[str, np.ndarray]]:
-  """The first float input of every submodule call inside G, in call order: [(path, array)]."""
+def module_io(generator, params, z, labels) -> List[Tuple[str, np.ndarray, np.ndarray]]:
+  """Every submodule call inside G with a float input, in call order: [(path, input, output)]."""
   recorded = []
 
   def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
     if (context.method_name == '__call__' and context.module.path and args and
         jnp.issubdtype(jnp.asarray(args[0]).dtype, jnp.floating)):
-      recorded.append(('/'.join(context.module.path), np.asarray(args[0], np.float32)))
-    return next_fun(*args, **kwargs)
+      recorded.append(('/'.join(context.module.path), np.asarray(args[0], np.float32),
+                       np.asarray(out, np.float32)))
+    return out
 
   with nn.intercept_methods(record):
     generator.apply({'params': params}, z, labels, train=False)
@@ -90,8 +93,8 @@ def find_conditioned_input(generator, params, latent_dim: int) -> Optional[Tuple
   """
   z = np.asarray(sample.noise(1, 2, latent_dim))
   # Rows: (z_a, 0), (z_a, 1), (z_b, 0).
-  inputs = module_inputs(generator, params, jnp.asarray(z[[0, 0, 1]]), jnp.array([0, 1, 0]))
-  for i, (path, x) in enumerate(inputs):
+  calls = module_io(generator, params, jnp.asarray(z[[0, 0, 1]]), jnp.array([0, 1, 0]))
+  for i, (path, x, _) in enumerate(calls):
     if x.shape[0] == 3 and not np.allclose(x[0], x[1]) and not np.allclose(x[0], x[2]):
       return i, path
   return None
@@ -147,7 +150,7 @@ def loss_panels(scalars: plots.Curves) -> List[Tuple[str, plots.Curves]]:
 
 def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optional[int] = None,
                     use_ema: bool = True, num_per_class: int = 100, num_steps: int = 8,
-                    seed: int = 0, log=print) -> dict:
+                    seed: int = 0, log=tqdm.tqdm.write) -> dict:
   """Writes every table and picture for the run in `workdir`; returns what it computed."""
   output = output or os.path.join(workdir, 'inspect')
   g_key = 'ema_g_params' if use_ema else 'g_params'
@@ -192,18 +195,22 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
     index, layer = found
     labels = np.repeat(np.arange(num_classes), num_per_class)
     z = sample.noise(seed, len(labels), latent_dim)
-    features = module_inputs(generator, g_params, z, jnp.asarray(labels))[index][1]
-    features = features.reshape(len(labels), -1)
-    points, share = pca_2d(features)
-    result['pca'] = {'layer': layer, 'points': points, 'labels': labels, 'variance': share,
-                     'class_separation': class_separation(features, labels)}
-    log(f'\nConditioned input of G = input of {layer!r} ({features.shape[1]} values); '
-        f'class explains {result["pca"]["class_separation"]:.1%} of its variance.')
+    _, inputs, outputs = module_io(generator, g_params, z, jnp.asarray(labels))[index]
+    panels = []
+    # The input shows what conditioning hands G; the layer's output shows what G makes of it.
+    for where, features in (('input', inputs), ('output', outputs)):
+      features = features.reshape(len(labels), -1)
+      points, share = pca_2d(features)
+      separation = class_separation(features, labels)
+      result[f'pca_{where}'] = {'layer': layer, 'points': points, 'labels': labels,
+                                'variance': share, 'class_separation': separation}
+      log(f'\nConditioned G: {where} of {layer!r} ({features.shape[1]} values); the class '
+          f'explains {separation:.1%} of its variance.')
+      panels.append((points, f'{where} of G/{layer} ({config.model.g_conditioning}); '
+                     f'class: {separation:.0%} of var.',
+                     (f'PC1 ({share[0]:.0%} of variance)', f'PC2 ({share[1]:.0%})')))
     files['conditioned_input_pca'] = plots.scatter_by_class(
-        points, labels, class_names,
-        f'input of G/{layer} ({config.model.g_conditioning}), {num_per_class} z per class',
-        (f'PC1 ({share[0]:.0%} of variance)', f'PC2 ({share[1]:.0%})'),
-        os.path.join(output, 'conditioned_input_pca.png'))
+        panels, labels, class_names, os.path.join(output, 'conditioned_input_pca.png'))
   progress.update()
 
   x, _ = sample.interpolation(generator, g_params, range(num_classes), num_steps, seed,

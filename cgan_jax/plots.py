@@ -42,20 +42,22 @@ def heatmaps(matrices: Sequence[Tuple[str, np.ndarray]], tick_labels: Sequence[s
   return _save(fig, path)
 
 
-def scatter_by_class(points: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                     title: str, axis_labels: Tuple[str, str], path: str) -> str:
-  """2-D points coloured by class, one legend entry per class."""
-  fig, ax = plt.subplots(figsize=(PANEL_INCHES, PANEL_INCHES))
+def scatter_by_class(panels: Sequence[Tuple[np.ndarray, str, Tuple[str, str]]],
+                     labels: np.ndarray, class_names: Sequence[str], path: str) -> str:
+  """One panel per (2-D points, title, axis labels), points coloured by class."""
+  fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                           figsize=(len(panels) * PANEL_INCHES, PANEL_INCHES))
   cmap = plt.get_cmap('tab10' if len(class_names) <= 10 else 'tab20')
-  for c in np.unique(labels):
-    sel = labels == c
-    ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.6, color=cmap(int(c) % cmap.N),
-               label=class_names[c] if c < len(class_names) else str(c))
-  ax.set_title(title, fontsize=9)
-  ax.set_xlabel(axis_labels[0], fontsize=8)
-  ax.set_ylabel(axis_labels[1], fontsize=8)
-  if len(class_names) <= 20:
-    ax.legend(fontsize=6, markerscale=2, loc='best', ncol=2)
+  for ax, (points, title, axis_labels) in zip(axes[0], panels):
+    for c in np.unique(labels):
+      sel = labels == c
+      ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.6, color=cmap(int(c) % cmap.N),
+                 label=class_names[c] if c < len(class_names) else str(c))
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(axis_labels[0], fontsize=8)
+    ax.set_ylabel(axis_labels[1], fontsize=8)
+    if len(class_names) <= 20:
+      ax.legend(fontsize=6, markerscale=2, loc='best', ncol=2)
   fig.tight_layout()
   return _save(fig, path)
 

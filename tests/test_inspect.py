@@ -62,17 +62,19 @@ def test_embedding_tables_saved_and_heatmap(inspected):
 
 
 def test_conditioned_input_pca(inspected):
-  _, config, result, _ = inspected
-  pca = result['pca']
-  assert pca['layer'] == 'up0'  # 'channel': the base map with the label map concatenated.
-  assert pca['points'].shape == (200, 2)
-  means = np.stack([pca['points'][pca['labels'] == c].mean(0) for c in range(10)])
-  assert len(np.unique(means.round(4), axis=0)) == 10  # Classes differ.
-  assert 0 < pca['class_separation'] < 1
-  picture = _picture(result['files']['conditioned_input_pca'])
-  assert picture.shape[:2] == plots.figure_size(1)
-  _assert_not_blank(picture)
+  _, config, result, printed = inspected
   assert config.model.g_conditioning == 'channel'
+  for where in ('input', 'output'):
+    pca = result[f'pca_{where}']
+    assert pca['layer'] == 'up0'  # 'channel': the base map with the label map concatenated.
+    assert pca['points'].shape == (200, 2)
+    means = np.stack([pca['points'][pca['labels'] == c].mean(0) for c in range(10)])
+    assert len(np.unique(means.round(4), axis=0)) == 10  # Classes differ.
+    assert 0 < pca['class_separation'] < 1
+    assert f"{where} of 'up0'" in printed
+  picture = _picture(result['files']['conditioned_input_pca'])
+  assert picture.shape[:2] == plots.figure_size(2)
+  _assert_not_blank(picture)
 
 
 def test_interpolation_strip(inspected):
@@ -97,8 +99,8 @@ def test_loss_curves_from_tensorboard(inspected):
     assert np.all(np.isfinite(values))
   assert np.all(scalars['g_grad_norm'][1] > 0)
   picture = _picture(result['files']['loss_curves'])
-  assert result['num_panels'] == 3  # losses, D accuracy, gradient norms.
-  assert picture.shape[:2] == plots.figure_size(3)
+  assert result['num_panels'] >= 3  # losses, D accuracy, gradient norms (+ other metrics).
+  assert picture.shape[:2] == plots.figure_size(result['num_panels'])
   _assert_not_blank(picture)
 
 
@@ -110,7 +112,7 @@ def test_unconditioned_generator_degrades_with_a_note(tmp_path):
   train.train_and_evaluate(config, str(tmp_path))
   result = cgan_inspect.inspect_workdir(str(tmp_path), num_per_class=4, num_steps=3,
                                         log=lambda _: None)
-  assert 'pca' not in result and 'embedding_cosine' not in result['files']
+  assert 'pca_input' not in result and 'embedding_cosine' not in result['files']
   assert any('depends on the label' in n for n in result['notes'])
   assert os.path.exists(result['files']['interpolation'])
 
