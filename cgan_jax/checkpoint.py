@@ -28,15 +28,19 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Check
 
 
 def save(manager: ocp.CheckpointManager, state, config: ml_collections.ConfigDict,
-         info: input_pipeline.DatasetInfo, *, force: bool = False) -> bool:
-  """Saves `state` at its step, with the config and dataset metadata beside it."""
+         info: input_pipeline.DatasetInfo, *, force: bool = False,
+         metrics: Optional[dict] = None) -> bool:
+  """Saves `state` at its step, with the config and dataset metadata beside it.
+
+  `metrics` go to a manager whose `best_fn` ranks checkpoints by them.
+  """
   step = int(jax.device_get(state.step))
   dataset = {'num_classes': info.num_classes, 'image_shape': list(info.image_shape),
              'class_names': list(info.class_names)}
   return manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state),
       config=ocp.args.JsonSave(json.loads(config.to_json())),
-      dataset=ocp.args.JsonSave(dataset)), force=force)
+      dataset=ocp.args.JsonSave(dataset)), force=force, metrics=metrics)
 
 
 def _restore_json(manager, step):

@@ -64,6 +64,7 @@ def predict(model: Classifier, params, images: np.ndarray, batch_size: int = 512
   n_dev = mesh.devices.size
   batch_size = -(-batch_size // n_dev) * n_dev
   data_sharding = NamedSharding(mesh, P(DATA_AXIS))
+  params = jax.device_put(params, NamedSharding(mesh, P()))
   logits, features = [], []
   for start in range(0, len(images), batch_size):
     chunk = np.asarray(images[start:start + batch_size], np.float32)
@@ -141,8 +142,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def load(workdir: str):
   """Restores a judge: (model, params as host arrays, its training config, dataset metadata)."""
-  manager = _manager(workdir, read_only=True)
-  step = manager.latest_step()
+  manager = _manager(workdir, read_only=True) if os.path.isdir(workdir) else None
+  step = manager and manager.latest_step()
   if step is None:
     raise FileNotFoundError(f'No classifier in {workdir}; train one with '
                             f'python -m cgan_jax.classifier --config=... --workdir={workdir}.')

@@ -19,6 +19,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from cgan_jax import checkpoint
+from cgan_jax import evaluate
 from cgan_jax import input_pipeline
 from cgan_jax import losses
 from cgan_jax import models
@@ -160,7 +161,8 @@ def make_train_loop(step_fn, mesh):
 
 def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
   """The next step at which something is logged, sampled, saved, or training ends."""
-  intervals = (config.log_every_steps, config.sample_every_steps, config.checkpoint_every_steps)
+  intervals = (config.log_every_steps, config.sample_every_steps, config.checkpoint_every_steps,
+               config.eval_every_steps)
   nexts = [(step // n + 1) * n for n in intervals if n > 0]
   return min(nexts + [config.num_train_steps])
 
@@ -210,6 +212,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer = tensorboard.SummaryWriter(workdir) if is_chief else None
   if writer and start_step == 0:
     writer.text('config', '<pre>' + str(config) + '</pre>', 0)
+  evaluator = best_manager = None
+  if config.eval_every_steps:
+    if not config.eval_classifier_dir:
+      raise ValueError('eval_every_steps needs --config.eval_classifier_dir, a judge trained with '
+                       'python -m cgan_jax.classifier.')
+    evaluator = evaluate.Evaluator(config.eval_classifier_dir, info.num_classes, info.image_shape,
+                                   config.eval_num_per_class, data_config=config)
+    best_manager = evaluate.create_best_manager(workdir, config)
 
   logging.info('Training %s on %s (%s, %d classes) over %d devices, steps %d..%d.',
                config.model.name, config.dataset, info.image_shape, info.num_classes,
@@ -247,12 +257,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       sample.write_png(path, picture)
       sample.write_png(os.path.join(workdir, 'samples.png'), picture)
       writer.image('samples', picture, step)
+    if evaluator and (done or step % config.eval_every_steps == 0):
+      scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,
+                         config.seed)
+      per_class = scores.pop('cond_acc_per_class')
+      if is_chief:
+        print(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())),
+              flush=True)
+      if writer:
+        for name, value in [*scores.items(), *(
+            (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class))]:
+          writer.scalar(f'eval/{name}', value, step)
+      if step not in best_manager.all_steps():  # Already there when a run resumes past it.
+        checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
     if done or step % config.checkpoint_every_steps == 0:
       checkpoint.save(manager, state, config, info, force=done)
     if writer:
       writer.flush()
   manager.wait_until_finished()
   manager.close()
+  if best_manager:
+    best_manager.wait_until_finished()
+    best_manager.close()
   if writer:
     writer.close()
   return state

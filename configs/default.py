@@ -51,4 +51,20 @@ def get_config():
   config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps (and at the end).
   config.keep_checkpoints = 3  # Newest checkpoints kept on disk.
   config.num_samples_per_class = 10  # Rows of the periodic sample grid.
+
+  # Metrics (see cgan_jax/evaluate.py).
+  config.eval_every_steps = 0  # Score G with the judge every this many steps; 0 = never.
+  config.eval_classifier_dir = ml_collections.config_dict.placeholder(str)  # Judge's --workdir.
+  config.eval_num_per_class = 0  # Generated images per class; 0 = held-out size / classes.
+  config.best_metric = 'fd'  # Metric that picks the checkpoint kept in WORKDIR/best.
+
+  # The judge classifier (python -m cgan_jax.classifier).
+  config.classifier = ml_collections.ConfigDict()
+  config.classifier.num_train_steps = 600  # Training steps.
+  config.classifier.batch_size = 128  # Images per step.
+  config.classifier.learning_rate = 3e-3  # Peak AdamW learning rate (cosine decay to 0).
+  config.classifier.weight_decay = 1e-4  # AdamW weight decay.
+  config.classifier.width = 16  # Feature maps of the first conv block (doubled in the second).
+  config.classifier.feature_dim = 128  # Penultimate features used by FD and PRDC.
+  config.classifier.log_every_steps = 100  # Print test accuracy every this many steps.
   return config

@@ -1,0 +1,138 @@
+"""Scores a trained generator with the judge classifier, beside the same scores for real images.
+
+python -m cgan_jax.evaluate --workdir=DIR --classifier=CLFDIR [--num_per_class=N] [--step=S] [--noema]
+
+Generated images (N per class) and real held-out images (the ceiling) are each compared with
+the same number of real training images: FD, precision/recall and density/coverage use the
+judge's penultimate features; accuracy and classifier score its logits.
+"""
+
+import json
+import os
+from typing import Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cgan_jax import checkpoint
+from cgan_jax import classifier
+from cgan_jax import metrics
+from cgan_jax import sample
+
+# Metrics where smaller is better; every other one is better larger.
+LOWER_IS_BETTER = ('fd',)
+METRICS = ('cond_acc', 'classifier_score', 'fd', 'precision', 'recall', 'density', 'coverage')
+
+
+def score(logits, features, labels, reference_features, num_classes: int) -> dict:
+  """Every metric for one image set against the reference set's features."""
+  accuracy, per_class = metrics.conditional_accuracy(logits, labels, num_classes)
+  return {'cond_acc': accuracy,
+          'classifier_score': metrics.classifier_score(logits),
+          'fd': metrics.frechet_distance(features, reference_features),
+          **metrics.prdc(reference_features, features),
+          'cond_acc_per_class': [round(float(a), 4) for a in per_class]}
+
+
+class Evaluator:
+  """Holds the judge and the real images' features; scores any generator of the same data."""
+
+  def __init__(self, classifier_dir: str, num_classes: int, image_shape,
+               num_per_class: int = 0, data_config: Optional[ml_collections.ConfigDict] = None):
+    self.model, self.params, clf_config, clf_dataset = classifier.load(classifier_dir)
+    if clf_dataset['num_classes'] != num_classes or list(clf_dataset['image_shape']) != list(image_shape):
+      raise ValueError(
+          f"The classifier in {classifier_dir} judges {clf_dataset['num_classes']} classes of "
+          f"{clf_dataset['image_shape']} images ({clf_dataset['name']}), the generator draws "
+          f'{num_classes} classes of {list(image_shape)}; train a classifier on the same data.')
+    config = data_config or clf_config
+    test_images, test_labels, _ = classifier.load_split(config, config.eval_split)
+    self.num_classes = num_classes
+    self.num_per_class = num_per_class or len(test_labels) // num_classes
+    self.n = self.num_per_class * num_classes
+    if self.n > len(test_labels):
+      raise ValueError(f'--num_per_class={self.num_per_class} asks for {self.n} images but '
+                       f'{config.eval_split!r} holds {len(test_labels)}; use at most '
+                       f'{len(test_labels) // num_classes} (the real ceiling needs as many real images).')
+    # Held-out images are scored like generated ones; training images are the reference.
+    ref_images, _, _ = classifier.load_split(config, config.train_split, self.n, seed=1)
+    if len(ref_images) < self.n:
+      raise ValueError(f'{config.train_split!r} holds {len(ref_images)} images, fewer than the '
+                       f'{self.n} compared; lower --num_per_class.')
+    _, self.reference = classifier.predict(self.model, self.params, ref_images)
+    real_logits, real_features = classifier.predict(self.model, self.params, test_images[:self.n])
+    self.real = score(real_logits, real_features, test_labels[:self.n], self.reference, num_classes)
+
+  def __call__(self, generator, g_params, latent_dim: int, seed: int = 0) -> dict:
+    """Metrics of `num_per_class` generated images of every class."""
+    x, y = sample.class_samples(generator, g_params, range(self.num_classes), self.num_per_class,
+                                seed, latent_dim, self.num_classes)
+    images = x.astype(np.float32) / 127.5 - 1  # The uint8 pixels a user would save, as the judge sees data.
+    logits, features = classifier.predict(self.model, self.params, images)
+    return score(logits, features, y, self.reference, self.num_classes)
+
+
+def evaluate(workdir: str, classifier_dir: str, *, num_per_class: int = 0,
+             step: Optional[int] = None, use_ema: bool = True, seed: int = 0) -> dict:
+  """Scores the generator in `workdir` and real held-out images; writes metrics_step_S.json."""
+  params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
+  evaluator = Evaluator(classifier_dir, dataset['num_classes'], dataset['image_shape'],
+                        num_per_class, data_config=config)
+  generated = evaluator(sample.build_generator(config, dataset), params,
+                        config.model.latent_dim, seed)
+  result = {'step': step, 'ema': use_ema, 'num_per_class': evaluator.num_per_class,
+            'n': evaluator.n, 'generated': generated, 'real': evaluator.real}
+  with open(os.path.join(workdir, f'metrics_step_{step}.json'), 'w') as f:
+    json.dump(result, f)
+  return result
+
+
+def create_best_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
+  """Keeps the one checkpoint best by `config.best_metric` in WORKDIR/best (a workdir of its own)."""
+  metric = config.best_metric
+  if metric not in METRICS:
+    raise ValueError(f'Unknown best_metric {metric!r}; choose one of {METRICS}.')
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=1, create=True, best_fn=lambda scores: scores[metric],
+      best_mode='min' if metric in LOWER_IS_BETTER else 'max')
+  return ocp.CheckpointManager(checkpoint.checkpoint_dir(os.path.join(workdir, 'best')),
+                               options=options, item_names=('state', 'config', 'dataset'))
+
+
+def format_table(result: dict) -> str:
+  """The metrics as a text table: generated beside real."""
+  lines = [f"{'metric':<18}{'generated':>12}{'real':>12}"]
+  for name in METRICS:
+    lines.append(f"{name:<18}{result['generated'][name]:>12.4f}{result['real'][name]:>12.4f}")
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
+  try:
+    result = evaluate(FLAGS.workdir, FLAGS.classifier, num_per_class=FLAGS.num_per_class,
+                      step=FLAGS.step, use_ema=FLAGS.ema, seed=FLAGS.seed)
+  except (ValueError, FileNotFoundError) as e:
+    raise SystemExit(f'Error: {e}') from None
+  print(format_table(result))
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
+  flags.DEFINE_string('classifier', None, 'The judge: a python -m cgan_jax.classifier --workdir.',
+                      required=True)
+  flags.DEFINE_integer('num_per_class', 0, 'Generated images per class; 0 = held-out size / classes.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
+  flags.DEFINE_bool('ema', True, "Score the EMA of G's weights (the raw weights with --noema).")
+  app.run(main)
