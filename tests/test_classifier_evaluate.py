@@ -92,3 +92,21 @@ def test_evaluate_errors(trained_workdir, judge_dir, kwargs, error, message):
   kwargs = {'classifier_dir': judge_dir, **kwargs}
   with pytest.raises(error, match=message):
     evaluate.evaluate(trained_workdir, **kwargs)
+
+
+@pytest.mark.parametrize('metric,kept', [('fd', 2), ('coverage', 3)])
+def test_best_manager_keeps_the_best_not_the_newest(tmp_path, metric, kept):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from tests.conftest import make_tiny_config  # pylint: disable=g-import-not-at-top
+  config = make_tiny_config()
+  config.best_metric = metric
+  manager = evaluate.create_best_manager(str(tmp_path), config)
+  for step, fd, coverage in ((1, 3.0, 0.1), (2, 1.0, 0.2), (3, 2.0, 0.5), (4, 5.0, 0.3)):
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave({'x': np.zeros(2)})),
+                 metrics={'fd': fd, 'coverage': coverage}, force=True)
+  manager.wait_until_finished()
+  assert manager.all_steps() == [kept]
+  manager.close()
+  config.best_metric = 'loss'
+  with pytest.raises(ValueError, match='Unknown best_metric'):
+    evaluate.create_best_manager(str(tmp_path), config)
