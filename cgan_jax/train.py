@@ -151,7 +151,8 @@ def make_train_loop(step_fn, mesh):
   State is replicated and donated; batches are [steps, global_batch, ...] sharded on `data`.
   """
   def loop(state, batches):
-    state, metrics = lax.scan(step_fn, state, batches)
+    # XLA:CPU runs convolutions inside a while loop ~30x slower (measured), so unroll there.
+    state, metrics = lax.scan(step_fn, state, batches, unroll=jax.default_backend() == 'cpu')
     return state, jax.tree.map(jnp.mean, metrics)
 
   sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),

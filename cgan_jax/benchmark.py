@@ -1,0 +1,177 @@
+"""Times the real train loop on synthetic batches: python -m cgan_jax.benchmark --config=configs/NAME.py.
+
+Prints one JSON line. `images_per_sec` counts real images consumed: config.batch_size per
+step (the tutorial's n_batch is twice that for configs/fashion_mnist.py); it is the median
+over `--windows` timed windows of `--steps` steps each, after compilation.
+"""
+
+import functools
+import json
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from cgan_jax import input_pipeline
+from cgan_jax import models
+from cgan_jax import sharding
+from cgan_jax import train
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               'configs', 'fashion_mnist.py')
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training configuration file.',
+                                lock_config=True)
+flags.DEFINE_integer('steps', 0, 'Steps per timed window (one dispatch); 0 = config.steps_per_loop.')
+flags.DEFINE_integer('windows', 5, 'Timed windows; images_per_sec is their median.')
+flags.DEFINE_integer('matmul_size', 2048, 'Side of the square f32 matmul that sets the ceiling.')
+flags.DEFINE_bool('keras', False, 'Also time the Keras tutorial iteration, interleaved window by window.')
+
+
+def matmul_flops_per_sec(n: int, repeats: int = 5) -> float:
+  """Best FLOP/s of an n x n f32 matmul on the first device."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def _flops(compiled) -> float:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
+    analysis = analysis[0]
+  return float(analysis.get('flops', 0.0))
+
+
+def _dataset_info(config) -> input_pipeline.DatasetInfo:
+  """Classes and image shape without reading (or downloading) any images."""
+  if config.dataset == 'digits' or config.dataset.startswith(input_pipeline.FOLDER_PREFIX):
+    return input_pipeline.get_info(config)
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  image_key, label_key = builder.info.supervised_keys or ('image', 'label')
+  height, width, channels = builder.info.features[image_key].shape
+  if config.image_size:
+    height = width = config.image_size
+  if height is None or width is None:
+    raise ValueError(f'Dataset {config.dataset!r} has images of varying size; set --config.image_size.')
+  num_classes = builder.info.features[label_key].num_classes
+  return input_pipeline.DatasetInfo(
+      num_classes=num_classes, image_shape=(height, width, config.num_channels or channels),
+      num_examples=0, class_names=tuple(builder.info.features[label_key].names))
+
+
+def _synthetic_batches(config, info, steps: int, mesh):
+  """[steps, global_batch, ...] uniform images in [-1, 1] and random labels, on the mesh."""
+  rng = np.random.default_rng(config.seed)
+  local = sharding.local_batch_size(config.batch_size, mesh)
+  batches = {
+      'image': rng.uniform(-1, 1, (steps, local, *info.image_shape)).astype(np.float32),
+      'label': rng.integers(0, info.num_classes, (steps, local)).astype(np.int32)}
+  return sharding.to_global(batches, mesh)
+
+
+def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
+        matmul_size: int = 2048, keras_iteration=None) -> dict:
+  """Compiles and times the train loop; with `keras_iteration`, times it in alternate windows."""
+  steps = steps or config.steps_per_loop
+  mesh = sharding.make_mesh()
+  sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
+  info = _dataset_info(config)
+  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
+  g_tx, d_tx = train.create_optimizers(config)
+  init_fn = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
+                              g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
+                              latent_dim=config.model.latent_dim)
+  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  step_fn = train.make_train_step(config, generator=generator, discriminator=discriminator,
+                                  g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  train_loop = train.make_train_loop(step_fn, mesh)
+  batches = _synthetic_batches(config, info, steps, mesh)
+
+  t = time.perf_counter()
+  compiled = train_loop.lower(state, batches).compile()
+  compile_sec = time.perf_counter() - t
+  # FLOPs of one step, from a one-step program (cost analysis does not unroll loops);
+  # the SPMD program is per device, so scale by the device count.
+  one_step = train_loop.lower(state, jax.tree.map(lambda x: x[:1], batches)).compile()
+  step_flops = _flops(one_step) * mesh.devices.size
+
+  state, metrics = compiled(state, batches)  # Warm-up.
+  jax.block_until_ready(metrics)
+  jax_times, keras_times = [], []
+  if keras_iteration is not None:
+    keras_iteration(steps)  # Warm-up (traces the tf.function).
+  for _ in range(windows):
+    t = time.perf_counter()
+    state, metrics = compiled(state, batches)
+    jax.block_until_ready(metrics)
+    jax_times.append(time.perf_counter() - t)
+    if keras_iteration is not None:
+      t = time.perf_counter()
+      keras_iteration(steps)
+      keras_times.append(time.perf_counter() - t)
+
+  matmul = matmul_flops_per_sec(matmul_size)
+  steps_per_sec = steps / statistics.median(jax_times)
+  device = jax.devices()[0]
+  result = {
+      'config_dataset': config.dataset,
+      'batch_size': config.batch_size,
+      'g_batch_size': config.g_batch_size or config.batch_size,
+      'd_update': config.d_update,
+      'steps_per_window': steps,
+      'windows': windows,
+      'steps_per_sec': steps_per_sec,
+      'images_per_sec': steps_per_sec * config.batch_size,
+      'compile_sec': compile_sec,
+      'step_flops': step_flops,
+      'achieved_flops_per_sec': step_flops * steps_per_sec,
+      'matmul_flops_per_sec': matmul * mesh.devices.size,
+      'fraction_of_ceiling': step_flops * steps_per_sec / (matmul * mesh.devices.size),
+      'platform': device.platform,
+      'device_kind': device.device_kind,
+      'num_devices': mesh.devices.size,
+      'finite': bool(np.isfinite(float(metrics['g_loss']))),
+  }
+  if keras_iteration is not None:
+    keras_steps_per_sec = steps / statistics.median(keras_times)
+    result['keras_images_per_sec'] = keras_steps_per_sec * config.batch_size
+    result['ratio_to_keras'] = steps_per_sec / keras_steps_per_sec
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  keras_iteration = None
+  if FLAGS.keras:
+    from benchmarks import keras_tutorial  # pylint: disable=g-import-not-at-top
+    info = _dataset_info(config)
+    keras_iteration = keras_tutorial.make_iteration(
+        config.batch_size, config.g_batch_size or config.batch_size, info.image_shape,
+        info.num_classes, config.model.latent_dim)
+  try:
+    result = run(config, steps=FLAGS.steps, windows=FLAGS.windows, matmul_size=FLAGS.matmul_size,
+                 keras_iteration=keras_iteration)
+  except (ValueError, RuntimeError, FileNotFoundError) as e:
+    raise SystemExit(f'Error: {e}') from None
+  print(json.dumps(result), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

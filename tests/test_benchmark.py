@@ -1,0 +1,36 @@
+"""The benchmark CLI runs the real train loop and prints one JSON line of positive numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests import conftest
+
+TINY_FLAGS = ['--config.model.g_width=8', '--config.model.d_width=8', '--config.model.latent_dim=8',
+              '--config.model.embed_dim=4', '--config.batch_size=16']
+
+
+def test_benchmark_prints_json_with_positive_numbers():
+  command = [sys.executable, '-m', 'cgan_jax.benchmark', '--config=configs/digits.py',
+             *TINY_FLAGS, '--steps=2', '--windows=2', '--matmul_size=64']
+  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ))
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = [line for line in out.stdout.splitlines() if line.strip()]
+  assert len(lines) == 1, out.stdout
+  result = json.loads(lines[0])
+  for key in ('images_per_sec', 'steps_per_sec', 'compile_sec', 'step_flops',
+              'matmul_flops_per_sec', 'fraction_of_ceiling'):
+    assert result[key] > 0, (key, result)
+  assert result['num_devices'] == 8  # conftest's simulated devices reach the subprocess.
+  assert result['images_per_sec'] == result['steps_per_sec'] * 16
+  assert result['finite']
+
+
+def test_bad_steps_is_a_clear_error():
+  command = [sys.executable, '-m', 'cgan_jax.benchmark', '--config=configs/digits.py',
+             *TINY_FLAGS, '--config.batch_size=12']
+  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert 'divisible' in out.stderr
