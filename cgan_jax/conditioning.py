@@ -1,35 +1,142 @@
 """How a label enters G and D: small modules chosen by name."""
 
+import os
+from typing import Any, Optional
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-G_CONDITIONINGS = ('none', 'channel')
-D_CONDITIONINGS = ('none', 'channel')
+# G: 'channel' concatenates a learned label map to a feature map; 'multiply' is
+# z * Embed(y) (Keras CGAN); 'concat' is [z, Embed(y)]; 'none' ignores the label.
+G_CONDITIONINGS = ('none', 'channel', 'multiply', 'concat')
+# D: 'channel' and 'concat' add label maps, 'multiply' scales the image by a per-label
+# map, 'projection' adds <Embed(y), phi(x)> to the logit, 'acgan' adds a class head.
+D_CONDITIONINGS = ('none', 'channel', 'multiply', 'concat', 'projection', 'acgan')
+# Normalisation after each of G's upsamplings; 'cbn' has a per-label gain and bias.
+G_NORMS = ('none', 'batch', 'cbn')
 
 
-def check_conditioning(g_conditioning: str, d_conditioning: str):
+def check_conditioning(g_conditioning: str, d_conditioning: str, g_norm: str = 'none'):
   """Raises a one-line error for an unknown conditioning style."""
   if g_conditioning not in G_CONDITIONINGS:
     raise ValueError(f'Unknown model.g_conditioning {g_conditioning!r}; choose one of {G_CONDITIONINGS}.')
   if d_conditioning not in D_CONDITIONINGS:
     raise ValueError(f'Unknown model.d_conditioning {d_conditioning!r}; choose one of {D_CONDITIONINGS}.')
+  if g_norm not in G_NORMS:
+    raise ValueError(f'Unknown model.g_norm {g_norm!r}; choose one of {G_NORMS}.')
+
+
+def embed_init(path: str):
+  """An initialiser that loads an embedding table from a .npy file, checking its shape."""
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'model.embed_init_file {path} does not exist; give a .npy file '
+                              f'of shape {tuple(shape)} (classes x embedding size) or unset it.')
+    table = np.load(path)
+    if table.shape != tuple(shape):
+      raise ValueError(f'model.embed_init_file {path} has shape {table.shape}, this embedding '
+                       f'needs {tuple(shape)} (classes x embedding size); set model.embed_dim '
+                       f'or use a matching file.')
+    return jnp.asarray(table, dtype)
+  return init
+
+
+class LabelEmbed(nn.Module):
+  """Embedding of the label (of each attribute, summed, when labels are (B, A)).
+
+  A table loaded from `init_file` is named 'pretrained' so that it can be frozen by name.
+  """
+  num_classes: Any  # int, or a tuple with one class count per attribute.
+  features: int
+  init_file: Optional[str] = None
+  default_init: Any = nn.linear.default_embed_init
+
+  @nn.compact
+  def __call__(self, labels):
+    if not isinstance(self.num_classes, (tuple, list)):
+      init = embed_init(self.init_file) if self.init_file else self.default_init
+      name = 'pretrained' if self.init_file else 'embed'
+      return nn.Embed(self.num_classes, self.features, embedding_init=init, name=name)(labels)
+    if self.init_file:
+      raise ValueError('model.embed_init_file holds one table; it cannot initialise the '
+                       f'{len(self.num_classes)} attributes of config.labels; unset one of them.')
+    # One table per attribute; the sum keeps the size fixed whatever the number of attributes.
+    return sum(nn.Embed(n, self.features, embedding_init=self.default_init,
+                        name=f'embed_{i}')(labels[..., i]) for i, n in enumerate(self.num_classes))
 
 
 class LabelMap(nn.Module):
   """label -> Embed -> Dense(H*W) -> one H x W feature map (the tutorial's conditioning)."""
-  num_classes: int
+  num_classes: Any
   embed_dim: int
   height: int
   width: int
+  init_file: Optional[str] = None
 
   @nn.compact
   def __call__(self, labels):
-    e = nn.Embed(self.num_classes, self.embed_dim, name='embed')(labels)
+    e = LabelEmbed(self.num_classes, self.embed_dim, self.init_file, name='label')(labels)
     m = nn.Dense(self.height * self.width, name='dense')(e)
     return m.reshape(labels.shape[0], self.height, self.width, 1)
 
 
-def concat_label_map(x, labels, *, num_classes, embed_dim, name='label_map'):
+def concat_label_map(x, labels, *, num_classes, embed_dim, init_file=None, name='label_map'):
   """Concatenates a learned per-label feature map to NHWC features `x`."""
-  m = LabelMap(num_classes, embed_dim, x.shape[1], x.shape[2], name=name)(labels)
+  m = LabelMap(num_classes, embed_dim, x.shape[1], x.shape[2], init_file, name=name)(labels)
   return jnp.concatenate([x, m.astype(x.dtype)], axis=-1)
+
+
+def concat_embedding_map(x, labels, *, num_classes, embed_dim, init_file=None, name='label_concat'):
+  """Concatenates Embed(label), broadcast over H x W, to NHWC features `x`."""
+  e = LabelEmbed(num_classes, embed_dim, init_file, name=name)(labels).astype(x.dtype)
+  return jnp.concatenate([x, jnp.broadcast_to(e[:, None, None], (*x.shape[:3], embed_dim))], -1)
+
+
+def multiply_map(x, labels, *, num_classes, name='label_multiply'):
+  """x * a learned per-label map of x's own shape (the Keras CGAN discriminator)."""
+  e = LabelEmbed(num_classes, int(np.prod(x.shape[1:])), name=name)(labels)
+  return x * e.reshape(x.shape).astype(x.dtype)
+
+
+def condition_latent(z, labels, *, style, num_classes, embed_dim, init_file=None):
+  """G's input: z itself, z * Embed(y) ('multiply') or [z, Embed(y)] ('concat')."""
+  if style == 'multiply':
+    return z * LabelEmbed(num_classes, z.shape[-1], name='label_multiply')(labels)
+  if style == 'concat':
+    e = LabelEmbed(num_classes, embed_dim, init_file, name='label_concat')(labels)
+    return jnp.concatenate([z, e.astype(z.dtype)], axis=-1)
+  return z
+
+
+class BatchNorm(nn.Module):
+  """Batch norm on the current batch's statistics, optionally with per-label gain and bias.
+
+  No running averages: sampling normalises each generated batch by its own statistics
+  (as a GAN generator in train mode does), so G needs nothing beyond its params. In
+  training `axis_name` averages the statistics over devices, so the result does not
+  depend on how the batch is split.
+  """
+  num_classes: Any = None  # None: one gain and bias; else per label (conditional BN).
+  axis_name: Optional[str] = None
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, labels=None):
+    stats = jnp.stack([x.mean(axis=(0, 1, 2)), (x * x).mean(axis=(0, 1, 2))]).astype(jnp.float32)
+    if self.axis_name is not None:
+      stats = jax.lax.pmean(stats, self.axis_name)
+    mean, var = stats[0], jnp.maximum(stats[1] - stats[0]**2, 0.0)
+    y = ((x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + self.epsilon).astype(x.dtype))
+    c = x.shape[-1]
+    if self.num_classes is None:
+      gain = self.param('scale', nn.initializers.ones, (c,))
+      bias = self.param('bias', nn.initializers.zeros, (c,))
+    else:
+      zeros = nn.initializers.zeros
+      gain = 1.0 + LabelEmbed(self.num_classes, c, default_init=zeros, name='gain')(labels)
+      bias = LabelEmbed(self.num_classes, c, default_init=zeros, name='bias')(labels)
+      gain, bias = gain[:, None, None], bias[:, None, None]
+    return y * gain.astype(x.dtype) + bias.astype(x.dtype)

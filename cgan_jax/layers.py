@@ -31,6 +31,7 @@ class ConvTransposeSubpixel(nn.Module):
   stride: int = 2
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
+  use_bias: bool = True  # False before a batch norm, which would cancel it.
 
   @nn.compact
   def __call__(self, x):
@@ -39,7 +40,8 @@ class ConvTransposeSubpixel(nn.Module):
       raise ValueError(f'kernel_size {k} must be a multiple of stride {s}.')
     cin = x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias
+            else jnp.zeros((self.features,)))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     taps, offsets = _phase_taps(k, s)
     # One small stride-1 conv per output phase (ry, rx), padded on one side only: a

@@ -1,6 +1,6 @@
 """Conditional generators and discriminators (Flax linen), chosen by name."""
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ import ml_collections
 
 from cgan_jax import conditioning
 from cgan_jax import layers
+from cgan_jax.sharding import DATA_AXIS
 
 
 def leaky_relu(x):
@@ -16,7 +17,7 @@ def leaky_relu(x):
 
 class DCGANGenerator(nn.Module):
   """The tutorial cDCGAN generator: Dense to a base map, stride-2 upsamplings, conv + tanh."""
-  num_classes: int
+  num_classes: Any  # int, or one class count per attribute of config.labels.
   image_shape: Sequence[int]
   latent_dim: int = 100
   embed_dim: int = 50
@@ -24,19 +25,33 @@ class DCGANGenerator(nn.Module):
   num_upsamples: int = 2
   out_kernel: int = 7
   conditioning: str = 'channel'
+  condition_at: int = 0  # 'channel': after this many upsamplings (0 = on the base map).
+  norm: str = 'none'  # After each upsampling: 'none', 'batch' or 'cbn' (conditional).
+  embed_init_file: Optional[str] = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, labels, train: bool = True):
     height, width, channels = self.image_shape
     base_h, base_w = height // 2**self.num_upsamples, width // 2**self.num_upsamples
+    z = conditioning.condition_latent(z, labels, style=self.conditioning,
+                                      num_classes=self.num_classes, embed_dim=self.embed_dim,
+                                      init_file=self.embed_init_file)
     x = nn.Dense(self.width * base_h * base_w, dtype=self.dtype, name='project')(z)
     x = leaky_relu(x).reshape(z.shape[0], base_h, base_w, self.width)
-    if self.conditioning == 'channel':
-      x = conditioning.concat_label_map(
-          x, labels, num_classes=self.num_classes, embed_dim=self.embed_dim)
-    for i in range(self.num_upsamples):
-      x = layers.ConvTransposeSubpixel(self.width, 4, 2, dtype=self.dtype, name=f'up{i}')(x)
+    for i in range(self.num_upsamples + 1):
+      if self.conditioning == 'channel' and i == self.condition_at:
+        x = conditioning.concat_label_map(
+            x, labels, num_classes=self.num_classes, embed_dim=self.embed_dim,
+            init_file=self.embed_init_file)
+      if i == self.num_upsamples:
+        break
+      x = layers.ConvTransposeSubpixel(self.width, 4, 2, dtype=self.dtype,
+                                       use_bias=self.norm == 'none', name=f'up{i}')(x)
+      if self.norm != 'none':
+        # Statistics synced over the data axis in training; sampling runs outside it.
+        x = conditioning.BatchNorm(self.num_classes if self.norm == 'cbn' else None,
+                                   axis_name=DATA_AXIS if train else None, name=f'norm{i}')(x, labels)
       x = leaky_relu(x)
     k = self.out_kernel
     x = nn.Conv(channels, (k, k), padding='SAME', dtype=self.dtype, name='to_image')(x)
@@ -44,28 +59,58 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-  """The tutorial cDCGAN discriminator: label map at input, stride-2 convs, dropout, logit."""
-  num_classes: int
+  """The tutorial cDCGAN discriminator: label map at input, stride-2 convs, dropout, logit.
+
+  With 'acgan' conditioning the class logits are sown as ('intermediates', 'class_logits').
+  """
+  num_classes: Any
   embed_dim: int = 50
   width: int = 128
   num_downsamples: int = 2
   dropout: float = 0.4
   conditioning: str = 'channel'
+  condition_at: int = 0  # 'channel'/'concat'/'multiply': after this many downsamplings.
+  spectral_norm: bool = False  # Every kernel divided by its top singular value (u in batch_stats).
+  embed_init_file: Optional[str] = None
   dtype: Any = jnp.float32
+
+  def _apply(self, layer, x, train):
+    """`layer(x)`, spectrally normalised if asked; power iteration advances in training."""
+    if self.spectral_norm:
+      return nn.SpectralNorm(layer, name=layer.name + '_sn')(x, update_stats=train)
+    return layer(x)
 
   @nn.compact
   def __call__(self, images, labels, train: bool = True):
     x = images.astype(self.dtype)
-    if self.conditioning == 'channel':
-      x = conditioning.concat_label_map(
-          x, labels, num_classes=self.num_classes, embed_dim=self.embed_dim)
-    for i in range(self.num_downsamples):
-      x = nn.Conv(self.width, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
-                  name=f'down{i}')(x)
-      x = leaky_relu(x)
+    for i in range(self.num_downsamples + 1):
+      if i == self.condition_at:
+        x = self._condition(x, labels)
+      if i == self.num_downsamples:
+        break
+      conv = nn.Conv(self.width, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                     name=f'down{i}')
+      x = leaky_relu(self._apply(conv, x, train))
     x = x.reshape(x.shape[0], -1)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(1, dtype=self.dtype, name='logit')(x)[:, 0].astype(jnp.float32)
+    logit = self._apply(nn.Dense(1, dtype=self.dtype, name='logit'), x, train)[:, 0]
+    if self.conditioning == 'projection':
+      e = conditioning.LabelEmbed(self.num_classes, x.shape[-1], name='projection')(labels)
+      logit = logit + jnp.sum(e.astype(x.dtype) * x, axis=-1)
+    if self.conditioning == 'acgan':
+      head = nn.Dense(self.num_classes, dtype=self.dtype, name='class_head')
+      self.sow('intermediates', 'class_logits', self._apply(head, x, train).astype(jnp.float32))
+    return logit.astype(jnp.float32)
+
+  def _condition(self, x, labels):
+    kw = dict(num_classes=self.num_classes, embed_dim=self.embed_dim, init_file=self.embed_init_file)
+    if self.conditioning == 'channel':
+      return conditioning.concat_label_map(x, labels, **kw)
+    if self.conditioning == 'concat':
+      return conditioning.concat_embedding_map(x, labels, **kw)
+    if self.conditioning == 'multiply':
+      return conditioning.multiply_map(x, labels, num_classes=self.num_classes)
+    return x
 
 
 def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Sequence[int]):
@@ -76,13 +121,21 @@ def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Seq
     raise ValueError(
         f'Image size {height}x{width} is not divisible by 2**model.num_upsamples={factor}; '
         'set --config.image_size or --config.model.num_upsamples.')
+  for name in ('g_condition_at', 'd_condition_at'):
+    if not 0 <= m[name] <= m.num_upsamples:
+      raise ValueError(f'model.{name}={m[name]} must be between 0 and model.num_upsamples='
+                       f'{m.num_upsamples} (the number of blocks the label can follow).')
+  dtype = jnp.dtype(m.dtype)
   generator = DCGANGenerator(
       num_classes=num_classes, image_shape=tuple(image_shape), latent_dim=m.latent_dim,
       embed_dim=m.embed_dim, width=m.g_width, num_upsamples=m.num_upsamples,
-      out_kernel=m.g_out_kernel, conditioning=m.g_conditioning)
+      out_kernel=m.g_out_kernel, conditioning=m.g_conditioning, condition_at=m.g_condition_at,
+      norm=m.g_norm, embed_init_file=m.embed_init_file, dtype=dtype)
   discriminator = DCGANDiscriminator(
       num_classes=num_classes, embed_dim=m.embed_dim, width=m.d_width,
-      num_downsamples=m.num_upsamples, dropout=m.d_dropout, conditioning=m.d_conditioning)
+      num_downsamples=m.num_upsamples, dropout=m.d_dropout, conditioning=m.d_conditioning,
+      condition_at=m.d_condition_at, spectral_norm=m.d_spectral_norm,
+      embed_init_file=m.embed_init_file, dtype=dtype)
   return generator, discriminator
 
 
@@ -93,5 +146,8 @@ def create_models(config: ml_collections.ConfigDict, num_classes: int, image_sha
   """Builds (generator, discriminator) for `config.model.name`."""
   if config.model.name not in MODELS:
     raise ValueError(f'Unknown model.name {config.model.name!r}; choose one of {sorted(MODELS)}.')
-  conditioning.check_conditioning(config.model.g_conditioning, config.model.d_conditioning)
+  conditioning.check_conditioning(config.model.g_conditioning, config.model.d_conditioning,
+                                  config.model.g_norm)
+  if config.model.dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; choose 'float32' or 'bfloat16'.")
   return MODELS[config.model.name](config, num_classes, image_shape)

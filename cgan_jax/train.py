@@ -38,12 +38,21 @@ class TrainState:
   g_opt_state: Any
   d_opt_state: Any
   ema_g_params: Any  # Exponential moving average of g_params, used for sampling.
+  d_stats: Any  # D's non-parameter variables (spectral-norm u and sigma); {} without them.
 
 
 def create_optimizers(config: ml_collections.ConfigDict):
   """Adam for G and for D, each with its own learning rate and betas."""
   g_tx = optax.adam(config.g_learning_rate, b1=config.g_b1, b2=config.g_b2)
   d_tx = optax.adam(config.d_learning_rate, b1=config.d_b1, b2=config.d_b2)
+  if config.model.freeze_embed:
+    # Tables loaded from model.embed_init_file are named 'pretrained': they get no update.
+    def labels(params):
+      return jax.tree_util.tree_map_with_path(
+          lambda path, _: 'frozen' if any(getattr(k, 'key', None) == 'pretrained' for k in path)
+          else 'trained', params)
+    g_tx, d_tx = (optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
+                  for tx in (g_tx, d_tx))
   return g_tx, d_tx
 
 
@@ -55,10 +64,12 @@ def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_t
   labels = jnp.zeros((1,), jnp.int32)
   images = jnp.zeros((1, *image_shape), jnp.float32)
   g_params = generator.init(g_rng, z, labels, train=False)['params']
-  d_params = discriminator.init(d_rng, images, labels, train=False)['params']
+  d_variables = discriminator.init(d_rng, images, labels, train=False)
+  d_params = d_variables['params']
   return TrainState(
       step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params, d_params=d_params,
-      g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), ema_g_params=g_params)
+      g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), ema_g_params=g_params,
+      d_stats=d_variables.get('batch_stats', {}))
 
 
 def _example_keys(key, n_local: int):
@@ -86,37 +97,56 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     labels = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_classes))(keys[:, 1])
     return generator.apply({'params': g_params}, z, labels, train=True), labels, keys[:, 2]
 
-  def d_logits(d_params, images, labels, dropout_keys):
-    """D on each example with its own dropout key (device-count invariant)."""
-    def one(image, label, key):
-      return discriminator.apply({'params': d_params}, image[None], label[None], train=True,
-                                 rngs={'dropout': key})[0]
-    return jax.vmap(one)(images, labels, dropout_keys)
+  acgan = discriminator.conditioning == 'acgan'
 
-  def step(state: TrainState, batch):
-    images, labels = batch['image'], batch['label']
-    n_real = images.shape[0]
-    n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
-    key = jax.random.fold_in(state.rng, state.step)
-    real_key, fake_key, g_key = jax.random.split(key, 3)
-    real_dropout = _example_keys(real_key, n_real)
-    fakes, fake_labels, fake_dropout = generate(state.g_params, fake_key, n_real)
-    fakes = lax.stop_gradient(fakes)
+  def d_one(d_params, d_stats, image, label, key):
+    """D on one example: its logit, class logits (AC-GAN) and D's updated batch_stats."""
+    logits, aux = discriminator.apply(
+        {'params': d_params, 'batch_stats': d_stats}, image[None], label[None], train=True,
+        rngs={'dropout': key}, mutable=['batch_stats', 'intermediates'])
+    class_logits = aux['intermediates']['class_logits'][0][0] if acgan else None
+    return logits[0], class_logits, aux.get('batch_stats', {})
 
-    d_params, d_opt_state, metrics = state.d_params, state.d_opt_state, {}
+  def d_logits(d_params, d_stats, images, labels, dropout_keys):
+    """D on each example with its own dropout key (device-count invariant).
+
+    The batch_stats update (spectral norm's power iteration) depends on the weights
+    alone, so every example's copy is the same: the first one is kept.
+    """
+    logits, class_logits, stats = jax.vmap(d_one, (None, None, 0, 0, 0))(
+        d_params, d_stats, images, labels, dropout_keys)
+    return logits, class_logits, jax.tree.map(lambda a: a[0], stats)
+
+  def d_update(d_params, d_stats, d_opt_state, real_dropout, fakes, fake_labels, fake_dropout,
+               images, labels, metrics):
+    """One D update (one or two optimiser steps, per config.d_update)."""
     for phase in d_phases[config.d_update]:
       def d_loss_fn(params, phase=phase):
-        terms = {}
+        terms, stats = {}, d_stats
+        logit_fn = lambda *a: d_one(params, d_stats, *a)[0]  # pylint: disable=cell-var-from-loop
         if 'real' in phase:
-          real_logits = d_logits(params, images, labels, real_dropout)
+          real_logits, real_classes, stats = d_logits(params, d_stats, images, labels, real_dropout)
           terms['d_loss_real'] = loss.d_real(real_logits).mean()
           terms['d_acc_real'] = (real_logits > 0).mean()
+          if acgan:
+            terms['d_loss_class_real'] = config.acgan_weight * losses.class_cross_entropy(
+                real_classes, labels).mean()
+          if config.r1_gamma:
+            terms['d_loss_r1'] = 0.5 * config.r1_gamma * losses.r1_penalty(
+                logit_fn, images, labels, real_dropout).mean()
         if 'fake' in phase:
-          fake_logits = d_logits(params, fakes, fake_labels, fake_dropout)
+          fake_logits, fake_classes, _ = d_logits(params, d_stats, fakes, fake_labels, fake_dropout)
           terms['d_loss_fake'] = loss.d_fake(fake_logits).mean()
           terms['d_acc_fake'] = (fake_logits < 0).mean()
-        return sum(v for k, v in terms.items() if k.startswith('d_loss')), terms
-      grads, terms = jax.grad(d_loss_fn, has_aux=True)(d_params)
+          if acgan:
+            terms['d_loss_class_fake'] = config.acgan_weight * losses.class_cross_entropy(
+                fake_classes, fake_labels).mean()
+          if config.gp_weight:
+            gp_keys = jax.vmap(jax.random.fold_in, (0, None))(fake_dropout, 1)
+            terms['d_loss_gp'] = config.gp_weight * losses.gradient_penalty(
+                logit_fn, images, fakes, gp_keys, fake_labels, fake_dropout).mean()
+        return sum(v for k, v in terms.items() if k.startswith('d_loss')), (terms, stats)
+      grads, (terms, d_stats) = jax.grad(d_loss_fn, has_aux=True)(d_params)
       grads = lax.pmean(grads, DATA_AXIS)
       updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, updates)
@@ -124,22 +154,49 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
       # Norm of the averaged gradient, one per D phase ('d_grad_norm' or '_real'/'_fake').
       suffix = '' if len(d_phases[config.d_update]) == 1 else '_' + phase[0]
       metrics['d_grad_norm' + suffix] = optax.tree.norm(grads)
+    return d_params, d_stats, d_opt_state
+
+  def step(state: TrainState, batch):
+    images, labels = batch['image'], batch['label']
+    n_real = images.shape[0]
+    n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
+    key = jax.random.fold_in(state.rng, state.step)
+    real_key, fake_key, g_key = jax.random.split(key, 3)
+
+    d_params, d_stats, d_opt_state, metrics = (state.d_params, state.d_stats,
+                                               state.d_opt_state, {})
+    for i in range(config.d_steps):
+      # The same real batch each time, with fresh fakes and dropout.
+      rk, fk = (real_key, fake_key) if i == 0 else (jax.random.fold_in(real_key, i),
+                                                    jax.random.fold_in(fake_key, i))
+      fakes, fake_labels, fake_dropout = generate(state.g_params, fk, n_real)
+      d_params, d_stats, d_opt_state = d_update(
+          d_params, d_stats, d_opt_state, _example_keys(rk, n_real), lax.stop_gradient(fakes),
+          fake_labels, fake_dropout, images, labels, metrics)
 
     def g_loss_fn(params):
       generated, gen_labels, gen_dropout = generate(params, g_key, n_gen)
-      return loss.g(d_logits(d_params, generated, gen_labels, gen_dropout)).mean()
-    g_loss, grads = jax.value_and_grad(g_loss_fn)(state.g_params)
+      logits, classes, _ = d_logits(d_params, d_stats, generated, gen_labels, gen_dropout)
+      terms = {'g_loss_adv': loss.g(logits).mean()}
+      if acgan:
+        terms['g_loss_class'] = config.acgan_weight * losses.class_cross_entropy(
+            classes, gen_labels).mean()
+      return sum(terms.values()), terms
+    (g_loss, g_terms), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
     grads = lax.pmean(grads, DATA_AXIS)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     decay = config.ema_decay
     ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params, g_params)
 
+    if acgan:
+      metrics.update(g_terms)
     metrics['g_loss'] = g_loss
     metrics['g_grad_norm'] = optax.tree.norm(grads)
     metrics['d_loss'] = metrics.get('d_loss_real', 0.0) + metrics.get('d_loss_fake', 0.0)
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
-                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema)
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema,
+                              d_stats=d_stats)
     return new_state, lax.pmean(metrics, DATA_AXIS)
 
   return step

@@ -28,9 +28,20 @@ def get_config():
   config.model.d_dropout = 0.4  # Dropout before D's logit.
   config.model.g_conditioning = 'channel'  # How G sees the label: see conditioning.py.
   config.model.d_conditioning = 'channel'  # How D sees the label: see conditioning.py.
+  config.model.g_condition_at = 0  # G 'channel': label map after this many upsamplings (0 = base map).
+  config.model.d_condition_at = 0  # D 'channel'/'concat'/'multiply': after this many downsamplings (0 = image).
+  config.model.g_norm = 'none'  # After G's upsamplings: 'none', 'batch' or 'cbn' (per-class gain/bias).
+  config.model.d_spectral_norm = False  # Spectral normalisation of D's kernels (Miyato et al. 2018).
+  config.model.embed_init_file = ml_collections.config_dict.placeholder(str)  # .npy (classes x embed_dim) table.
+  config.model.freeze_embed = False  # Keep the tables loaded from embed_init_file fixed (no optimiser update).
+  config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
 
   # Objective and optimisers.
   config.loss = 'non_saturating'  # GAN loss from losses.LOSSES.
+  config.gp_weight = 0.0  # WGAN-GP gradient penalty weight (10 in Gulrajani et al.); 0 = off.
+  config.r1_gamma = 0.0  # R1 penalty gamma/2 * |grad D(real)|^2 (Mescheder et al. 2018); 0 = off.
+  config.acgan_weight = 1.0  # Weight of the auxiliary class cross-entropy (d_conditioning='acgan').
+  config.d_steps = 1  # D updates per G update (each on the same real batch, fresh fakes).
   config.d_update = 'joint'  # 'joint': one D step on real+fake; 'separate': real then fake (Keras tutorial).
   config.g_learning_rate = 2e-4  # Adam learning rate of G.
   config.d_learning_rate = 2e-4  # Adam learning rate of D.
