@@ -14,6 +14,7 @@ from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train
+from configs import cifar10
 
 LABELS = jnp.array([0, 1, 2, 3])
 
@@ -177,3 +178,15 @@ def test_unknown_styles_are_clear_errors(tiny_config):
     with pytest.raises(ValueError, match=field):
       models.create_models(tiny_config, 10, (8, 8, 1))
     tiny_config.model[field] = {'dtype': 'float32', 'g_norm': 'none'}.get(field, 'channel')
+
+
+def test_cifar10_config_builds():
+  config = cifar10.get_config()
+  generator, discriminator = models.create_models(config, 10, (32, 32, 3))
+  z, labels = jnp.zeros((2, config.model.latent_dim)), jnp.array([0, 9])
+  g_vars = jax.eval_shape(lambda: generator.init(jax.random.PRNGKey(0), z, labels, train=False))
+  images = jax.eval_shape(functools.partial(generator.apply, train=False), g_vars, z, labels)
+  assert images.shape == (2, 32, 32, 3)
+  d_vars = jax.eval_shape(functools.partial(discriminator.init, train=False),
+                          jax.random.PRNGKey(0), images, labels)
+  assert 'projection' in d_vars['params'] and d_vars['batch_stats']
