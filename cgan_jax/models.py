@@ -98,6 +98,8 @@ class DCGANDiscriminator(nn.Module):
       e = conditioning.LabelEmbed(self.num_classes, x.shape[-1], name='projection')(labels)
       logit = logit + jnp.sum(e.astype(x.dtype) * x, axis=-1)
     if self.conditioning == 'acgan':
+      if isinstance(self.num_classes, (tuple, list)):
+        raise ValueError("d_conditioning='acgan' classifies one label; use one attribute.")
       head = nn.Dense(self.num_classes, dtype=self.dtype, name='class_head')
       self.sow('intermediates', 'class_logits', self._apply(head, x, train).astype(jnp.float32))
     return logit.astype(jnp.float32)

@@ -190,3 +190,22 @@ def test_cifar10_config_builds():
   d_vars = jax.eval_shape(functools.partial(discriminator.init, train=False),
                           jax.random.PRNGKey(0), images, labels)
   assert 'projection' in d_vars['params'] and d_vars['batch_stats']
+
+
+def test_several_attributes_each_change_the_output(tiny_config):
+  counts = (10, 3)  # E.g. class and style: one embedding table each, summed.
+  labels = jnp.array([[0, 0], [1, 2], [2, 1], [3, 0]])
+  z = jax.random.normal(jax.random.PRNGKey(0), (4, tiny_config.model.latent_dim))
+  for g, d, norm in (('channel', 'projection', 'none'), ('multiply', 'concat', 'cbn'),
+                     ('concat', 'multiply', 'none')):
+    generator, discriminator = models.create_models(_configure(tiny_config, g, d, norm), counts,
+                                                    (8, 8, 1))
+    g_vars = generator.init(jax.random.PRNGKey(1), z, labels, train=False)
+    images = generator.apply(g_vars, z, labels, train=False)
+    d_vars = discriminator.init(jax.random.PRNGKey(2), images, labels, train=False)
+    logits = discriminator.apply(d_vars, images, labels, train=False)
+    for attribute in range(2):
+      other = labels.at[:, attribute].set((labels[:, attribute] + 1) % counts[attribute])
+      if norm == 'none':  # CBN starts label-independent (gain 1, bias 0).
+        assert float(jnp.abs(generator.apply(g_vars, z, other, train=False) - images).max()) > 0
+      assert float(jnp.abs(discriminator.apply(d_vars, images, other, train=False) - logits).max()) > 0
