@@ -39,7 +39,7 @@ def test_unconditional_generator_ignores_labels(tiny_config):
 
 def test_bad_model_settings_are_clear_errors(tiny_config):
   with pytest.raises(ValueError, match='not divisible'):
-    models.create_models(tiny_config, 10, (10, 10, 1))
+    models.create_models(tiny_config, 10, (9, 9, 1))
   tiny_config.model.name = 'nope'
   with pytest.raises(ValueError, match='Unknown model.name'):
     models.create_models(tiny_config, 10, (8, 8, 1))
