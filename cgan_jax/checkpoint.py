@@ -4,7 +4,10 @@ import json
 import os
 from typing import Optional
 
+from absl import logging
 import jax
+import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -73,6 +76,73 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state)))
   return restored['state']
+
+
+def _is_finite(tree) -> bool:
+  return all(bool(jnp.isfinite(x).all())
+             for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
+
+
+def _read_problem(manager, step, abstract_state, config, info):
+  """Why the checkpoint at `step` cannot be resumed from (None if it can) and its state."""
+  try:
+    _restore_json(manager, step)
+  except Exception as e:  # pylint: disable=broad-except
+    return f'unreadable ({type(e).__name__})', None
+  check_compatible(manager, step, config, info)  # Another model is the user's error, not damage.
+  try:
+    state = restore_state(manager, abstract_state, step)
+  except Exception as e:  # pylint: disable=broad-except
+    first_line = str(e).splitlines()[0][:120] if str(e) else ''
+    return f'unreadable ({type(e).__name__}: {first_line})', None
+  return (None if _is_finite(state) else 'not finite (NaN or inf values)'), state
+
+
+def unreadable_dir(directory: str) -> str:
+  """Where damaged checkpoints are moved: beside the manager's directory, never deleted."""
+  return os.path.join(os.path.dirname(directory), 'unreadable_checkpoints')
+
+
+def restore_newest_good(manager: ocp.CheckpointManager, abstract_state,
+                        config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
+  """The newest checkpoint's state that reads back complete and finite; None if there is none.
+
+  Newer damaged checkpoints are moved to `unreadable_dir` (kept for inspection, and out of
+  the way of the steps that training saves again); if no checkpoint is good nothing moves.
+  """
+  manager.wait_until_finished()
+  steps = sorted(manager.all_steps(), reverse=True)
+  problems = []
+  for step in steps:
+    problem, state = _read_problem(manager, step, abstract_state, config, info)
+    if problem is None:
+      break
+    problems.append((step, problem))
+  else:
+    if problems:
+      raise ValueError(f'No checkpoint in {manager.directory} can be resumed from (newest, step '
+                       f'{problems[0][0]}: {problems[0][1]}); use a new --workdir. '
+                       'Nothing was deleted.')
+    return None
+  aside = unreadable_dir(str(manager.directory))
+  for bad_step, problem in problems:
+    target = os.path.join(aside, str(bad_step))
+    logging.warning('Checkpoint %s/%d is %s: moved it to %s; resuming from step %d.',
+                    manager.directory, bad_step, problem, target, step)
+    print(f'Warning: checkpoint {manager.directory}/{bad_step} is {problem}; moved it to '
+          f'{target} and resuming from step {step}.', flush=True)
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      suffix = 0
+      while os.path.exists(target + (f'.{suffix}' if suffix else '')):
+        suffix += 1
+      os.rename(os.path.join(manager.directory, str(bad_step)),
+                target + (f'.{suffix}' if suffix else ''))
+  if problems:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('checkpoint_moved_aside')
+    manager.reload()
+  return state
 
 
 def restore_generator(workdir: str, step: Optional[int] = None, use_ema: bool = True):

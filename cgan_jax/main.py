@@ -24,8 +24,13 @@ def _env_int(name):
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training configuration file.',
-                                lock_config=True)
+try:
+  config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training configuration file.',
+                                  lock_config=True)
+except (AttributeError, KeyError) as e:  # --config.FIELD overrides are applied right here.
+  _field = str(e).strip('\'"')
+  raise SystemExit(f'Error: unknown config field {_field!r} in a --config.* flag; the fields '
+                   'are listed in configs/default.py.') from None
 flags.DEFINE_string('workdir', 'runs/digits', 'Where checkpoints, logs and samples go.')
 flags.DEFINE_enum('distributed', 'auto', ['auto', 'yes', 'no'],
                   'Join a multi-process run with jax.distributed.initialize: auto does so when '

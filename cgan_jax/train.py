@@ -2,7 +2,9 @@
 
 import functools
 import os
+import signal
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import optax
 from flax.metrics import tensorboard
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from cgan_jax import checkpoint
@@ -199,18 +202,45 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
                               d_stats=d_stats)
     return new_state, lax.pmean(metrics, DATA_AXIS)
 
-  return step
+  return guard_nonfinite(step)
+
+
+def guard_nonfinite(step_fn):
+  """Wraps a step so that a non-finite metric (loss, gradient norm) or new state is not applied.
+
+  The state then stays as it was; metrics gain 'nonfinite' (1 for a dropped update) and
+  'nonfinite/NAME' for each bad metric ('nonfinite/state' for parameters and optimiser state).
+  Metrics are pmean'd, so every device takes the same decision.
+  """
+  def guarded(state, batch):
+    new_state, metrics = step_fn(state, batch)
+    bad = {f'nonfinite/{k}': ~jnp.isfinite(v).all() for k, v in metrics.items()}
+    bad['nonfinite/state'] = ~jnp.all(jnp.stack([
+        jnp.isfinite(x).all() for x in jax.tree.leaves(new_state)
+        if jnp.issubdtype(x.dtype, jnp.inexact)]))
+    dropped = jnp.any(jnp.stack(list(bad.values())))
+    state = jax.tree.map(lambda old, new: jnp.where(dropped, old, new), state, new_state)
+    metrics = {**metrics, **{k: v.astype(jnp.float32) for k, v in bad.items()},
+               'nonfinite': dropped.astype(jnp.float32)}
+    return state, metrics
+
+  return guarded
 
 
 def make_train_loop(step_fn, mesh):
   """jit(shard_map) of `len(batches)` steps in one dispatch; returns their mean metrics.
 
   State is replicated and donated; batches are [steps, global_batch, ...] sharded on `data`.
+  The 'nonfinite' flags are 1 if any step set them; 'nonfinite_index' is the first such step.
   """
   def loop(state, batches):
     # XLA:CPU runs convolutions inside a while loop ~30x slower (measured), so unroll there.
     state, metrics = lax.scan(step_fn, state, batches, unroll=jax.default_backend() == 'cpu')
-    return state, jax.tree.map(jnp.mean, metrics)
+    reduced = {k: jnp.max(v, initial=0) if k.startswith('nonfinite') else jnp.mean(v)
+               for k, v in metrics.items()}
+    # The first dropped step (the appended 1 keeps argmax defined for a zero-step loop).
+    reduced['nonfinite_index'] = jnp.argmax(jnp.append(metrics['nonfinite'], 1))
+    return state, reduced
 
   sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),
                           out_specs=(P(), P()), check_vma=False)
@@ -223,6 +253,13 @@ def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
                config.eval_every_steps)
   nexts = [(step // n + 1) * n for n in intervals if n > 0]
   return min(nexts + [config.num_train_steps])
+
+
+_MAX_RESTORES = 3  # on_nonfinite='restore' gives up after this many restores without a new save.
+
+
+class NonFiniteError(RuntimeError):
+  """A step produced NaN or inf and config.on_nonfinite says to stop."""
 
 
 def _check_workdir(workdir: str):
@@ -249,20 +286,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                               latent_dim=config.model.latent_dim)
   replicated = sharding.replicated(mesh)
   rng = jax.random.PRNGKey(config.seed)
+  if config.on_nonfinite not in ('stop', 'restore'):
+    raise ValueError(f"Unknown on_nonfinite {config.on_nonfinite!r}; choose 'stop' or 'restore'.")
   manager = checkpoint.create_manager(workdir, config)
-  if manager.latest_step() is not None:
-    checkpoint.check_compatible(manager, manager.latest_step(), config, info)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                            jax.eval_shape(init_fn, rng))
-    state = checkpoint.restore_state(manager, abstract)
-    logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
-  else:
-    state = jax.jit(init_fn, out_shardings=replicated)(rng)
-  start_step = int(state.step)
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                          jax.eval_shape(init_fn, rng))
 
-  ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch,
-                                        start_batch=start_step)
-  batches = iter(ds.as_numpy_iterator())
+  def resume():
+    """The newest good checkpoint's state (damaged ones are set aside), else a fresh one."""
+    state = checkpoint.restore_newest_good(manager, abstract, config, info)
+    if state is None:
+      return jax.jit(init_fn, out_shardings=replicated)(rng)
+    logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
+    return state
+
+  def batches_from(start_step):
+    ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch,
+                                          start_batch=start_step)
+    return iter(ds.as_numpy_iterator())
+
+  state = resume()
+  start_step = int(state.step)
+  batches = batches_from(start_step)
   step_fn = make_train_step(config, generator=generator, discriminator=discriminator,
                             g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
   train_loop = make_train_loop(step_fn, mesh)
@@ -282,17 +327,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   logging.info('Training %s on %s (%s, %d classes) over %d devices, steps %d..%d.',
                config.model.name, config.dataset, info.image_shape, info.num_classes,
                mesh.devices.size, start_step, config.num_train_steps)
+  # SIGTERM (preemption, scancel, docker stop) ends the run at the next chunk with a checkpoint.
+  sigterm = []
+  previous_handler = None
+  if threading.current_thread() is threading.main_thread():
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: sigterm.append(signum))
+  restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
   step, t_last, step_last = start_step, time.time(), start_step
   while step < config.num_train_steps:
     k = min(config.steps_per_loop, _next_boundary(step, config) - step)
     local = [next(batches) for _ in range(k)]
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
     state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
+    # Waits for the chunk: a dropped (non-finite) update must never reach the saves below.
+    if float(jax.device_get(metrics['nonfinite'])):
+      flags = jax.device_get(metrics)
+      bad_step = step + int(flags['nonfinite_index']) + 1
+      names = ', '.join(name[len('nonfinite/'):] for name, bad in sorted(flags.items())
+                        if name.startswith('nonfinite/') and bad)
+      message = f'Step {bad_step}: non-finite {names}; the update was not applied'
+      if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
+        manager.wait_until_finished()
+        if previous_handler is not None:
+          signal.signal(signal.SIGTERM, previous_handler)
+        raise NonFiniteError(
+            f'{message} and nothing was saved (newest checkpoint: step {manager.latest_step()}, '
+            'kept). Lower the learning rates, or set --config.on_nonfinite=restore to go on '
+            'from the last checkpoint with other noise.')
+      restores += 1
+      state = resume()
+      # Other noise from here on; the folded key is saved, so resuming stays exact.
+      state = state.replace(rng=jax.device_put(jax.random.fold_in(state.rng, bad_step),
+                                               replicated))
+      step = int(state.step)
+      batches = batches_from(step)
+      print(f'Warning: {message}; restored step {step} and going on with other noise '
+            f'(retry {restores} of {_MAX_RESTORES}).', flush=True)
+      continue
     step += k
     done = step >= config.num_train_steps
 
     if done or step % config.log_every_steps == 0:
-      metrics = jax.device_get(metrics)
+      metrics = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith('nonfinite')}
       elapsed = time.time() - t_last
       steps_per_sec = (step - step_last) / elapsed
       metrics['steps_per_sec'] = steps_per_sec
@@ -330,8 +406,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
     if done or step % config.checkpoint_every_steps == 0:
       checkpoint.save(manager, state, config, info, force=done)
+      restores = 0
     if writer:
       writer.flush()
+    preempted = bool(sigterm) or manager.reached_preemption(step)
+    if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
+      preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
+    if preempted and not done:
+      if step not in manager.all_steps():
+        checkpoint.save(manager, state, config, info, force=True)
+      manager.wait_until_finished()
+      if is_chief:
+        print(f'Preempted: saved a checkpoint at step {step} in {manager.directory}; run the '
+              'same command to resume.', flush=True)
+      break
+  if previous_handler is not None:
+    signal.signal(signal.SIGTERM, previous_handler)
   manager.wait_until_finished()
   manager.close()
   if best_manager:

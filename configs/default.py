@@ -61,6 +61,7 @@ def get_config():
   config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps.
   config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps (and at the end).
   config.keep_checkpoints = 3  # Newest checkpoints kept on disk.
+  config.on_nonfinite = 'stop'  # NaN/inf step: 'stop' with a message, or 'restore' the last checkpoint.
   config.num_samples_per_class = 10  # Rows of the periodic sample grid.
 
   # Metrics (see cgan_jax/evaluate.py).
