@@ -45,7 +45,7 @@ def test_param_table_counts_every_parameter(inspected):
   for key in ('ema_g_params', 'd_params'):
     leaves = [np.asarray(x) for x in jax.tree.leaves(restored[key])]
     assert f'{sum(x.size for x in leaves):,}' in text
-  assert 'label_map/embed/embedding' in text and 'project/kernel' in text
+  assert 'label_map/label/embed/embedding' in text and 'project/kernel' in text
   assert 'Generator' in printed and 'Discriminator' in printed
 
 
