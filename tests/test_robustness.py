@@ -261,11 +261,14 @@ def test_damaged_newest_checkpoint_is_set_aside_not_deleted(interrupted, tmp_pat
   workdir = str(tmp_path / 'run')
   shutil.copytree(interrupted[0], workdir)
   *older, newest = _steps(workdir)
-  state_dir = os.path.join(checkpoint.checkpoint_dir(workdir), str(newest), 'state')
-  for root, _, files in os.walk(state_dir):  # Truncated, as by a full disk.
-    for f in files:
-      if 'ocdbt' in root or f == '_METADATA':
-        os.truncate(os.path.join(root, f), os.path.getsize(os.path.join(root, f)) // 2)
+
+  def truncate(step):  # As by a full disk.
+    state_dir = os.path.join(checkpoint.checkpoint_dir(workdir), str(step), 'state')
+    for root, _, files in os.walk(state_dir):
+      for f in files:
+        if 'ocdbt' in root or f == '_METADATA':
+          os.truncate(os.path.join(root, f), os.path.getsize(os.path.join(root, f)) // 2)
+  truncate(newest)
   config = _long_config()
   config.num_train_steps = older[-1]
   state = train.train_and_evaluate(config, workdir)
@@ -274,6 +277,15 @@ def test_damaged_newest_checkpoint_is_set_aside_not_deleted(interrupted, tmp_pat
   assert (f'Warning: checkpoint {checkpoint.checkpoint_dir(workdir)}/{newest} is unreadable'
           in capsys.readouterr().out)
   assert os.path.isdir(os.path.join(aside, 'state')) and _steps(workdir) == older
+
+  # With no good checkpoint left, nothing moves and the run does not start over.
+  for step in older:
+    truncate(step)
+  before = _listing(workdir)
+  with pytest.raises(ValueError, match=r'No checkpoint in .* can be resumed from \(newest, step '
+                                       f'{older[-1]}: unreadable'):
+    train.train_and_evaluate(config, workdir)
+  assert _listing(workdir) == before
 
 
 def test_unknown_config_field_is_one_line(tmp_path):
