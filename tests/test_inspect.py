@@ -53,7 +53,7 @@ def test_embedding_tables_saved_and_heatmap(inspected):
   _, config, result, printed = inspected
   emb_dir = os.path.join(result['output'], 'embeddings')
   names = sorted(os.listdir(emb_dir))
-  assert names == ['D_label_map_embed.npy', 'G_label_map_embed.npy']
+  assert names == ['D_label_map_label_embed.npy', 'G_label_map_label_embed.npy']
   for name in names:
     table = np.load(os.path.join(emb_dir, name))
     assert table.shape == (10, config.model.embed_dim)
