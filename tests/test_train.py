@@ -1,6 +1,5 @@
 """The sharded train step: device-count invariance, end-to-end runs, checkpoints and resume."""
 
-import functools
 import os
 
 import jax
@@ -8,24 +7,8 @@ import numpy as np
 import pytest
 
 from cgan_jax import checkpoint
-from cgan_jax import models
-from cgan_jax import sharding
 from cgan_jax import train
-
-
-def _run_steps(config, devices, batches):
-  generator, discriminator = models.create_models(config, 10, (8, 8, 1))
-  g_tx, d_tx = train.create_optimizers(config)
-  mesh = sharding.make_mesh(devices)
-  init = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
-                           g_tx=g_tx, d_tx=d_tx, image_shape=(8, 8, 1),
-                           latent_dim=config.model.latent_dim)
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
-  step = train.make_train_step(config, generator=generator, discriminator=discriminator,
-                               g_tx=g_tx, d_tx=d_tx, num_classes=10)
-  loop = train.make_train_loop(step, mesh)
-  state, metrics = loop(state, sharding.to_global(batches, mesh))
-  return jax.device_get(state), jax.device_get(metrics)
+from tests.test_conditioning import train_steps
 
 
 @pytest.mark.parametrize('d_update', ['joint', 'separate'])
@@ -35,14 +18,13 @@ def test_eight_devices_match_one(tiny_config, d_update):
   rng = np.random.RandomState(0)
   batches = {'image': rng.uniform(-1, 1, (3, 16, 8, 8, 1)).astype(np.float32),
              'label': rng.randint(0, 10, (3, 16)).astype(np.int32)}
-  state8, metrics8 = _run_steps(tiny_config, jax.devices()[:8], batches)
-  state1, metrics1 = _run_steps(tiny_config, jax.devices()[:1], batches)
+  _, state8, metrics8 = train_steps(tiny_config, jax.devices()[:8], batches)
+  initial, state1, metrics1 = train_steps(tiny_config, jax.devices()[:1], batches)
   assert int(state8.step) == 3
   for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   for k in metrics1:
     np.testing.assert_allclose(metrics8[k], metrics1[k], rtol=1e-4, atol=1e-5)
-  initial, _ = _run_steps(tiny_config, jax.devices()[:1], jax.tree.map(lambda x: x[:0], batches))
   moved = [np.abs(a - b).max() for a, b in zip(jax.tree.leaves(initial.g_params),
                                                jax.tree.leaves(state1.g_params))]
   assert max(moved) > 0
