@@ -102,22 +102,22 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   train_loop = train.make_train_loop(step_fn, mesh)
   batches = _synthetic_batches(config, info, steps, mesh)
 
+  # One step compiled ahead of time: its compile time and FLOPs (cost analysis does not
+  # look inside loops); the SPMD program is per device, so scale by the device count.
   t = time.perf_counter()
-  compiled = train_loop.lower(state, batches).compile()
+  one_step = train.make_sharded_step(step_fn, mesh).lower(
+      state, jax.tree.map(lambda x: x[0], batches)).compile()
   compile_sec = time.perf_counter() - t
-  # FLOPs of one step, from a one-step program (cost analysis does not unroll loops);
-  # the SPMD program is per device, so scale by the device count.
-  one_step = train_loop.lower(state, jax.tree.map(lambda x: x[:1], batches)).compile()
   step_flops = _flops(one_step) * mesh.devices.size
 
-  state, metrics = compiled(state, batches)  # Warm-up.
+  state, metrics = train_loop(state, batches)  # Warm-up (compiles the loop).
   jax.block_until_ready(metrics)
   jax_times, keras_times = [], []
   if keras_iteration is not None:
     keras_iteration(steps)  # Warm-up (traces the tf.function).
   for _ in range(windows):
     t = time.perf_counter()
-    state, metrics = compiled(state, batches)
+    state, metrics = train_loop(state, batches)
     jax.block_until_ready(metrics)
     jax_times.append(time.perf_counter() - t)
     if keras_iteration is not None:

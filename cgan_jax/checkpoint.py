@@ -64,7 +64,8 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
       changes = ', '.join(f'{field}.{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in diff)
       raise ValueError(f'Checkpoint {where} was made with a different model ({changes}); '
                        'use a new --workdir or the original config. Nothing was deleted.')
-  for key, current in (('num_classes', info.num_classes), ('image_shape', list(info.image_shape))):
+  for key, current in (('num_classes', info.num_classes), ('image_shape', info.image_shape)):
+    current = list(current) if isinstance(current, tuple) else current  # As JSON stores it.
     if saved_dataset[key] != current:
       raise ValueError(f'Checkpoint {where} has {key}={saved_dataset[key]}, the data gives '
                        f'{current}; use a new --workdir or the original dataset. Nothing was deleted.')

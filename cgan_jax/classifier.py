@@ -98,6 +98,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f'{workdir} already holds a classifier; choose a new --workdir '
                      '(nothing was deleted).')
   info = input_pipeline.get_info(config)
+  if isinstance(info.num_classes, tuple):
+    first = config.labels.split(',')[0].strip()
+    raise ValueError(f'The judge classifies one label, config.labels={config.labels!r} names '
+                     f'several; train it with --config.labels={first} (the attribute it judges).')
   model = create_model(clf, info.num_classes)
   ds, _ = input_pipeline.create_dataset(config, config.train_split, clf.batch_size,
                                         seed=config.seed)

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from cgan_jax import checkpoint
 from cgan_jax import classifier
+from cgan_jax import input_pipeline
 from cgan_jax import metrics
 from cgan_jax import sample
 
@@ -39,11 +40,17 @@ def score(logits, features, labels, reference_features, num_classes: int) -> dic
 
 
 class Evaluator:
-  """Holds the judge and the real images' features; scores any generator of the same data."""
+  """Holds the judge and the real images' features; scores any generator of the same data.
 
-  def __init__(self, classifier_dir: str, num_classes: int, image_shape,
+  With several label attributes the judge classifies the first one (the class); the other
+  attributes of generated images are drawn at random.
+  """
+
+  def __init__(self, classifier_dir: str, num_classes, image_shape,
                num_per_class: int = 0, data_config: Optional[ml_collections.ConfigDict] = None):
     self.model, self.params, clf_config, clf_dataset = classifier.load(classifier_dir)
+    self.attribute_counts = input_pipeline.attribute_counts(num_classes)
+    num_classes = self.attribute_counts[0]
     if clf_dataset['num_classes'] != num_classes or list(clf_dataset['image_shape']) != list(image_shape):
       raise ValueError(
           f"The classifier in {classifier_dir} judges {clf_dataset['num_classes']} classes of "
@@ -51,6 +58,7 @@ class Evaluator:
           f'{num_classes} classes of {list(image_shape)}; train a classifier on the same data.')
     config = data_config or clf_config
     test_images, test_labels, _ = classifier.load_split(config, config.eval_split)
+    test_labels = test_labels[:, 0] if test_labels.ndim == 2 else test_labels
     self.num_classes = num_classes
     self.num_per_class = num_per_class or len(test_labels) // num_classes
     self.n = self.num_per_class * num_classes
@@ -69,8 +77,11 @@ class Evaluator:
 
   def __call__(self, generator, g_params, latent_dim: int, seed: int = 0) -> dict:
     """Metrics of `num_per_class` generated images of every class."""
-    x, y = sample.class_samples(generator, g_params, range(self.num_classes), self.num_per_class,
-                                seed, latent_dim, self.num_classes)
+    y = np.tile(np.arange(self.num_classes), self.num_per_class)
+    rng = np.random.default_rng(seed)
+    others = [rng.integers(0, n, len(y)) for n in self.attribute_counts[1:]]
+    labels = np.stack([y, *others], axis=1).astype(np.int32) if others else y
+    x = sample.generate_batched(generator, g_params, sample.noise(seed, len(y), latent_dim), labels)
     images = x.astype(np.float32) / 127.5 - 1  # The uint8 pixels a user would save, as the judge sees data.
     logits, features = classifier.predict(self.model, self.params, images)
     return score(logits, features, y, self.reference, self.num_classes)

@@ -1,8 +1,9 @@
 """tf.data input: TFDS datasets, image folders and scikit-learn's digits, sharded per host."""
 
 import dataclasses
+import itertools
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -21,10 +22,39 @@ _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in mem
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the models need to know about the data."""
-  num_classes: int
+  num_classes: Any  # int, or a tuple of class counts, one per attribute of config.labels.
   image_shape: tuple  # (height, width, channels) after preprocessing.
   num_examples: int  # In the training split, over all hosts; 0 if unknown.
-  class_names: tuple
+  class_names: tuple  # Names of the classes (a tuple of them per attribute with config.labels).
+
+
+def attribute_counts(num_classes) -> tuple:
+  """Class counts per attribute: (n,) for a single label."""
+  return tuple(num_classes) if isinstance(num_classes, (tuple, list)) else (int(num_classes),)
+
+
+def num_classes_from_json(value):
+  """A saved num_classes (an int, or a JSON list per attribute) as the models take it."""
+  return tuple(value) if isinstance(value, (tuple, list)) else value
+
+
+def default_labels(num_classes, max_combinations: int = 100) -> np.ndarray:
+  """Labels to draw when none are asked for: every class, or (N, A) combinations of attributes.
+
+  Every combination when there are at most `max_combinations`, else each attribute's values
+  in turn with the other attributes at 0.
+  """
+  if not isinstance(num_classes, (tuple, list)):
+    return np.arange(num_classes, dtype=np.int32)
+  if np.prod(num_classes) <= max_combinations:
+    return np.array(list(itertools.product(*map(range, num_classes))), np.int32)
+  rows = [[v if i == a else 0 for i in range(len(num_classes))]
+          for a, n in enumerate(num_classes) for v in range(n)]
+  return np.array(rows, np.int32)
+
+
+def _label_keys(config) -> tuple:
+  return tuple(k.strip() for k in config.get('labels', '').split(',') if k.strip())
 
 
 class _Source:
@@ -33,6 +63,10 @@ class _Source:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     name = config.dataset
+    keys = _label_keys(config)
+    if keys not in ((), ('label',)) and (name == 'digits' or name.startswith(FOLDER_PREFIX)):
+      raise ValueError(f'config.labels={config.labels!r}: dataset {name!r} has one class label, '
+                       "'label'; several attributes need a TFDS dataset with several of them.")
     if name == 'digits':
       self._init_digits()
     elif name.startswith(FOLDER_PREFIX):
@@ -90,8 +124,14 @@ class _Source:
           f"fashion_mnist or cifar10, 'digits', or 'folder:PATH'.") from None
     image_key, label_key = builder.info.supervised_keys or ('image', 'label')
     features = builder.info.features
-    if label_key not in features or not isinstance(features[label_key], tfds.features.ClassLabel):
+    class_labels = sorted(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
+    if not class_labels:
       raise ValueError(f'Dataset {name!r} has no class label feature; a conditional GAN needs one.')
+    label_keys = _label_keys(self.config) or (label_key,)
+    for key in label_keys:
+      if key not in class_labels:
+        raise ValueError(f'Dataset {name!r} has no class label {key!r}; set config.labels to '
+                         f'some of {class_labels}.')
     if not isinstance(features[image_key], tfds.features.Image):
       raise ValueError(f'Dataset {name!r} has no image feature {image_key!r}.')
     try:
@@ -101,20 +141,24 @@ class _Source:
           f'Could not download or prepare TFDS dataset {name!r} ({type(e).__name__}: '
           f'{str(e).splitlines()[0][:200] if str(e) else ""}); point --config.data_dir at a '
           "prepared copy, or use --config.dataset='folder:PATH' for local images.") from None
-    self._builder, self._keys = builder, (image_key, label_key)
-    self.num_classes = features[label_key].num_classes
-    self.class_names = tuple(features[label_key].names)
+    self._builder, self._keys = builder, (image_key, label_keys)
+    counts = tuple(features[k].num_classes for k in label_keys)
+    names = tuple(tuple(features[k].names) for k in label_keys)
+    self.num_classes, self.class_names = (counts[0], names[0]) if len(counts) == 1 else (counts, names)
     self.native_shape = tuple(features[image_key].shape)
     self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
     self._read = self._read_tfds
 
   def _read_tfds(self, split, seed):
-    image_key, label_key = self._keys
+    image_key, label_keys = self._keys
     ds = self._builder.as_dataset(
         split=tfds.split_for_jax_process(split), shuffle_files=True,
         read_config=tfds.ReadConfig(shuffle_seed=seed))
-    return ds.map(lambda ex: {'image': ex[image_key], 'label': ex[label_key]},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+
+    def select(ex):
+      labels = [ex[k] for k in label_keys]
+      return {'image': ex[image_key], 'label': labels[0] if len(labels) == 1 else tf.stack(labels)}
+    return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
   def read(self, split: str, seed: int) -> tf.data.Dataset:
     if self.split_sizes and split not in self.split_sizes:

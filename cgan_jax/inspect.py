@@ -25,6 +25,7 @@ import numpy as np
 import tqdm
 
 from cgan_jax import checkpoint
+from cgan_jax import input_pipeline
 from cgan_jax import models
 from cgan_jax import plots
 from cgan_jax import sample
@@ -84,7 +85,8 @@ def module_io(generator, params, z, labels) -> List[Tuple[str, np.ndarray, np.nd
   return recorded
 
 
-def find_conditioned_input(generator, params, latent_dim: int) -> Optional[Tuple[int, str]]:
+def find_conditioned_input(generator, params, latent_dim: int,
+                           labels=(0, 1, 0)) -> Optional[Tuple[int, str]]:
   """(call index, module path) of the first G layer whose input depends on both z and label.
 
   That is where conditioning has happened, whatever the style: for 'channel' the base map
@@ -93,7 +95,7 @@ def find_conditioned_input(generator, params, latent_dim: int) -> Optional[Tuple
   """
   z = np.asarray(sample.noise(1, 2, latent_dim))
   # Rows: (z_a, 0), (z_a, 1), (z_b, 0).
-  calls = module_io(generator, params, jnp.asarray(z[[0, 0, 1]]), jnp.array([0, 1, 0]))
+  calls = module_io(generator, params, jnp.asarray(z[[0, 0, 1]]), jnp.asarray(labels))
   for i, (path, x, _) in enumerate(calls):
     if x.shape[0] == 3 and not np.allclose(x[0], x[1]) and not np.allclose(x[0], x[2]):
       return i, path
@@ -156,8 +158,14 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
   g_key = 'ema_g_params' if use_ema else 'g_params'
   restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
   g_params, d_params = restored[g_key], restored['d_params']
-  num_classes, latent_dim = dataset['num_classes'], config.model.latent_dim
-  class_names = [str(n) for n in dataset.get('class_names') or range(num_classes)]
+  num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
+  latent_dim, counts = config.model.latent_dim, input_pipeline.attribute_counts(num_classes)
+  # With several attributes the pictures sweep the first one (the others at 0).
+  names = dataset.get('class_names') or []
+  names = names if len(counts) == 1 else names[0] if names else []
+  class_names = [str(n) for n in names or range(counts[0])]
+  classes = np.arange(counts[0])
+  with_others = lambda y: np.stack([y] + [0 * y] * (len(counts) - 1), 1) if len(counts) > 1 else y
   generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
   os.makedirs(os.path.join(output, 'embeddings'), exist_ok=True)
   result = {'step': step, 'output': output, 'files': {}, 'notes': []}
@@ -187,15 +195,16 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
     notes.append('No nn.Embed in G or D (conditioning "none"): no embedding heatmap.')
   progress.update()
 
-  found = find_conditioned_input(generator, g_params, latent_dim)
+  found = find_conditioned_input(generator, g_params, latent_dim,
+                                 with_others(np.array([0, 1, 0])))
   if found is None:
     notes.append(f'No layer input of G depends on the label (g_conditioning='
                  f'{config.model.g_conditioning!r}): no conditioned-input PCA.')
   else:
     index, layer = found
-    labels = np.repeat(np.arange(num_classes), num_per_class)
+    labels = np.repeat(classes, num_per_class)
     z = sample.noise(seed, len(labels), latent_dim)
-    _, inputs, outputs = module_io(generator, g_params, z, jnp.asarray(labels))[index]
+    _, inputs, outputs = module_io(generator, g_params, z, jnp.asarray(with_others(labels)))[index]
     panels = []
     # The input shows what conditioning hands G; the layer's output shows what G makes of it.
     for where, features in (('input', inputs), ('output', outputs)):
@@ -213,7 +222,7 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
         panels, labels, class_names, os.path.join(output, 'conditioned_input_pca.png'))
   progress.update()
 
-  x, _ = sample.interpolation(generator, g_params, range(num_classes), num_steps, seed,
+  x, _ = sample.interpolation(generator, g_params, with_others(classes), num_steps, seed,
                               latent_dim, num_classes)
   result['interpolation'] = x
   files['interpolation'] = os.path.join(output, 'interpolation.png')

@@ -34,8 +34,10 @@ def heatmaps(matrices: Sequence[Tuple[str, np.ndarray]], tick_labels: Sequence[s
   for ax, (title, matrix) in zip(axes[0], matrices):
     im = ax.imshow(matrix, cmap='RdBu_r', vmin=-1, vmax=1)
     ticks = np.arange(len(matrix))
-    ax.set_xticks(ticks, tick_labels[:len(matrix)], rotation=90, fontsize=7)
-    ax.set_yticks(ticks, tick_labels[:len(matrix)], fontsize=7)
+    # Rows past the names (another attribute's table) are labelled by their index.
+    names = list(tick_labels[:len(matrix)]) + [str(i) for i in range(len(tick_labels), len(matrix))]
+    ax.set_xticks(ticks, names, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, names, fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
   fig.tight_layout()

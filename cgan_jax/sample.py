@@ -2,6 +2,9 @@
 
 python -m cgan_jax.sample --workdir=DIR --output=grid.png [--num_per_class=10] [--labels=3,7]
     [--truncation=T] [--interpolate [--num_steps=10]] [--per_class_dir=DIR]
+
+A model trained on several attributes (config.labels) takes one value per attribute,
+joined by ':' (--labels=3:1,7:0 for class 3 in style 1 and class 7 in style 0).
 """
 
 import functools
@@ -17,12 +20,14 @@ import numpy as np
 import tqdm
 
 from cgan_jax import checkpoint
+from cgan_jax import input_pipeline
 from cgan_jax import models
 
 
 def build_generator(config: ml_collections.ConfigDict, dataset: dict):
   """The generator described by a run's saved config and dataset metadata."""
-  return models.create_models(config, dataset['num_classes'], tuple(dataset['image_shape']))[0]
+  num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
+  return models.create_models(config, num_classes, tuple(dataset['image_shape']))[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -45,12 +50,33 @@ def noise(seed: int, n: int, latent_dim: int, truncation: Optional[float] = None
   return jax.random.truncated_normal(key, -truncation, truncation, (n, latent_dim))
 
 
-def _check_labels(labels, num_classes: int) -> np.ndarray:
+def parse_labels(text: str) -> np.ndarray:
+  """'3,7' -> [3, 7]; '3:1,7:0' (one value per attribute) -> [[3, 1], [7, 0]]."""
+  try:
+    rows = [[int(v) for v in item.split(':')] for item in text.split(',')]
+  except ValueError:
+    raise ValueError(f'--labels must be comma-separated class ids (values of several attributes '
+                     f"joined by ':', e.g. 3:1,7:0), got {text!r}.") from None
+  if len({len(r) for r in rows}) > 1:
+    raise ValueError(f'--labels={text!r} gives different numbers of attribute values.')
+  return np.array(rows if len(rows[0]) > 1 else [r[0] for r in rows], np.int32)
+
+
+def check_labels(labels, num_classes) -> np.ndarray:
+  """Labels as int32 (N,) or (N, attributes), or a one-line error naming what is wrong."""
   labels = np.asarray(labels, np.int32)
-  bad = labels[(labels < 0) | (labels >= num_classes)]
-  if bad.size:
-    raise ValueError(f'Label {int(bad[0])} is out of range: this model has {num_classes} '
-                     f'classes, 0..{num_classes - 1}.')
+  counts = input_pipeline.attribute_counts(num_classes)
+  given = labels.shape[1] if labels.ndim == 2 else 1
+  if labels.ndim > 2 or given != len(counts) or (labels.ndim == 2) != (len(counts) > 1):
+    raise ValueError(f'This model takes {len(counts)} label attribute(s) with {list(counts)} '
+                     f"classes; give one value per attribute, joined by ':' (got {given}).")
+  for attribute, n in enumerate(counts):
+    values = labels[:, attribute] if labels.ndim == 2 else labels
+    bad = values[(values < 0) | (values >= n)]
+    if bad.size:
+      which = f' of attribute {attribute}' if len(counts) > 1 else ''
+      raise ValueError(f'Label {int(bad[0])}{which} is out of range: this model has {n} '
+                       f'classes, 0..{n - 1}.')
   return labels
 
 
@@ -65,14 +91,14 @@ def generate_batched(generator, params, z, labels, *, batch_size: int = 500,
 
 
 def class_samples(generator, params, labels: Sequence[int], num_per_class: int, seed: int,
-                  latent_dim: int, num_classes: int, *, truncation: Optional[float] = None,
+                  latent_dim: int, num_classes, *, truncation: Optional[float] = None,
                   progress: bool = False):
-  """`num_per_class` images of each label: images (N, H, W, C) uint8 and labels (N,).
+  """`num_per_class` images of each label: images (N, H, W, C) uint8 and labels (N, ...).
 
   Ordered row by row: row r holds the r-th sample of every requested label.
   """
-  labels = _check_labels(labels, num_classes)
-  y = np.tile(labels, num_per_class)
+  labels = check_labels(labels, num_classes)
+  y = np.concatenate([labels] * num_per_class)
   z = noise(seed, len(y), latent_dim, truncation)
   return generate_batched(generator, params, z, y, progress=progress), y
 
@@ -90,18 +116,18 @@ def slerp(z0, z1, num_steps: int) -> np.ndarray:
 
 
 def interpolation(generator, params, labels: Sequence[int], num_steps: int, seed: int,
-                  latent_dim: int, num_classes: int, *, truncation: Optional[float] = None):
+                  latent_dim: int, num_classes, *, truncation: Optional[float] = None):
   """For each label a row of `num_steps` images between the same two noise vectors.
 
   Returns images (len(labels) * num_steps, H, W, C) uint8, row by row, and their labels.
   """
   if num_steps < 2:
     raise ValueError(f'--num_steps must be at least 2 (the two endpoints), got {num_steps}.')
-  labels = _check_labels(labels, num_classes)
+  labels = check_labels(labels, num_classes)
   z0, z1 = np.asarray(noise(seed, 2, latent_dim, truncation))
   path = slerp(z0, z1, num_steps)
   z = np.tile(path, (len(labels), 1))
-  y = np.repeat(labels, num_steps)
+  y = np.repeat(labels, num_steps, axis=0)
   return generate_batched(generator, params, z, y), y
 
 
@@ -134,8 +160,16 @@ def write_png(path: str, picture: np.ndarray):
   Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(path)
 
 
-def class_folder(label: int, class_names: Sequence[str]) -> str:
-  """A folder name for `label`: its class name when it is a safe file name, else the id."""
+def class_folder(label, class_names: Sequence) -> str:
+  """A folder name for `label`: its class name when it is a safe file name, else the id.
+
+  With several attributes, `label` holds one value each and `class_names` one list each;
+  their folder names are joined by '_'.
+  """
+  if np.ndim(label):
+    names = list(class_names) + [()] * len(label)
+    return '_'.join(class_folder(int(v), n) for v, n in zip(label, names))
+  label = int(label)
   name = class_names[label] if label < len(class_names) else ''
   safe = name and name not in ('.', '..') and not set(name) & set('/\\:\0')
   return name if safe else f'{label:03d}'
@@ -147,16 +181,16 @@ def write_per_class(directory: str, images: np.ndarray, labels: np.ndarray,
   counts = {}
   for image, label in tqdm.tqdm(list(zip(images, labels)), desc='writing', unit='png',
                                 disable=not progress):
-    folder = os.path.join(directory, class_folder(int(label), class_names))
-    if label not in counts:
+    folder = os.path.join(directory, class_folder(label, class_names))
+    if folder not in counts:
       os.makedirs(folder, exist_ok=True)
-    counts[label] = counts.get(label, -1) + 1
-    write_png(os.path.join(folder, f'{counts[label]:05d}.png'), image)
+    counts[folder] = counts.get(folder, -1) + 1
+    write_png(os.path.join(folder, f'{counts[folder]:05d}.png'), image)
   return len(images)
 
 
 def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class: int = 10,
-                   labels: Optional[Sequence[int]] = None, step: Optional[int] = None,
+                   labels: Optional[Sequence] = None, step: Optional[int] = None,
                    seed: int = 0, use_ema: bool = True, truncation: Optional[float] = None,
                    interpolate_steps: int = 0, per_class_dir: Optional[str] = None,
                    progress: bool = False) -> str:
@@ -172,8 +206,9 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
     raise ValueError(f'--output must end in .png (a grid) or .npz (arrays x, y), got {output!r}.')
   params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
   generator = build_generator(config, dataset)
-  labels = list(range(dataset['num_classes']) if labels is None else labels)
-  latent_dim, num_classes = config.model.latent_dim, dataset['num_classes']
+  num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
+  labels = input_pipeline.default_labels(num_classes) if labels is None else labels
+  latent_dim = config.model.latent_dim
   if interpolate_steps:
     x, y = interpolation(generator, params, labels, interpolate_steps, seed, latent_dim,
                          num_classes, truncation=truncation)
@@ -202,13 +237,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  labels = None
-  if FLAGS.labels:
-    try:
-      labels = [int(v) for v in FLAGS.labels.split(',')]
-    except ValueError:
-      raise app.UsageError(f'--labels must be comma-separated integers, got {FLAGS.labels!r}.')
   try:
+    labels = parse_labels(FLAGS.labels) if FLAGS.labels else None
     print(sample_to_file(FLAGS.workdir, FLAGS.output, num_per_class=FLAGS.num_per_class,
                          labels=labels, step=FLAGS.step, seed=FLAGS.seed, use_ema=FLAGS.ema,
                          truncation=FLAGS.truncation,
@@ -222,7 +252,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
   flags.DEFINE_string('output', None, 'FILE.png for a grid, FILE.npz for arrays x, y.')
   flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.')
-  flags.DEFINE_string('labels', None, 'Comma-separated class ids; default: every class.')
+  flags.DEFINE_string('labels', None, "Comma-separated class ids (attribute values joined by ':'); "
+                      'default: every class.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   flags.DEFINE_bool('ema', True, "Sample the EMA of G's weights (the raw weights with --noema).")

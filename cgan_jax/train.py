@@ -64,7 +64,8 @@ def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_t
   """Initialises parameters and optimiser states (pure: jit it, or eval_shape it)."""
   g_rng, d_rng, rng = jax.random.split(rng, 3)
   z = jnp.zeros((1, latent_dim), jnp.float32)
-  labels = jnp.zeros((1,), jnp.int32)
+  num_attributes = len(input_pipeline.attribute_counts(generator.num_classes))
+  labels = jnp.zeros((1, num_attributes) if num_attributes > 1 else (1,), jnp.int32)
   images = jnp.zeros((1, *image_shape), jnp.float32)
   g_params = generator.init(g_rng, z, labels, train=False)['params']
   d_variables = discriminator.init(d_rng, images, labels, train=False)
@@ -85,8 +86,11 @@ def _example_keys(key, n_local: int):
 
 
 def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
-                    discriminator: nn.Module, g_tx, d_tx, num_classes: int):
-  """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis."""
+                    discriminator: nn.Module, g_tx, d_tx, num_classes):
+  """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis.
+
+  `num_classes` is an int, or one class count per attribute (labels (B, attributes)).
+  """
   loss = losses.get_loss(config.loss)
   latent_dim = config.model.latent_dim
   d_phases = {'joint': (('real', 'fake'),), 'separate': (('real',), ('fake',))}
@@ -97,10 +101,13 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     """n generated images with random labels, plus D's dropout keys for them."""
     keys = jax.vmap(lambda k: jax.random.split(k, 3))(_example_keys(key, n))
     z = jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys[:, 0])
-    labels = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_classes))(keys[:, 1])
+    labels = jax.vmap(lambda k: jax.random.randint(k, label_shape, 0, max_label))(keys[:, 1])
     return generator.apply({'params': g_params}, z, labels, train=True), labels, keys[:, 2]
 
   acgan = discriminator.conditioning == 'acgan'
+  counts = input_pipeline.attribute_counts(num_classes)
+  # Generated labels: uniform over each attribute's classes, independently.
+  label_shape, max_label = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
 
   def d_one(d_params, d_stats, image, label, key):
     """D on one example: its logit, class logits (AC-GAN) and D's updated batch_stats."""
@@ -227,24 +234,50 @@ def guard_nonfinite(step_fn):
   return guarded
 
 
-def make_train_loop(step_fn, mesh):
-  """jit(shard_map) of `len(batches)` steps in one dispatch; returns their mean metrics.
+def _mean_metrics(metrics):
+  """Means over steps of stacked metrics; 'nonfinite' flags are 1 if any step set them."""
+  reduced = {k: jnp.max(v, initial=0) if k.startswith('nonfinite') else jnp.mean(v)
+             for k, v in metrics.items()}
+  # The first dropped step (the appended 1 keeps argmax defined for a zero-step loop).
+  reduced['nonfinite_index'] = jnp.argmax(jnp.append(metrics['nonfinite'], 1))
+  return reduced
 
-  State is replicated and donated; batches are [steps, global_batch, ...] sharded on `data`.
-  The 'nonfinite' flags are 1 if any step set them; 'nonfinite_index' is the first such step.
-  """
-  def loop(state, batches):
-    # XLA:CPU runs convolutions inside a while loop ~30x slower (measured), so unroll there.
-    state, metrics = lax.scan(step_fn, state, batches, unroll=jax.default_backend() == 'cpu')
-    reduced = {k: jnp.max(v, initial=0) if k.startswith('nonfinite') else jnp.mean(v)
-               for k, v in metrics.items()}
-    # The first dropped step (the appended 1 keeps argmax defined for a zero-step loop).
-    reduced['nonfinite_index'] = jnp.argmax(jnp.append(metrics['nonfinite'], 1))
-    return state, reduced
 
-  sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),
+def make_sharded_step(step_fn, mesh):
+  """jit(shard_map) of one step: state replicated and donated, the batch sharded on `data`."""
+  sharded = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                           out_specs=(P(), P()), check_vma=False)
   return jax.jit(sharded, donate_argnums=0)
+
+
+def make_train_loop(step_fn, mesh, *, scan=None):
+  """`(state, batches) -> (state, mean metrics)` for batches [steps, global_batch, ...] on `data`.
+
+  By default the steps run as one lax.scan dispatch, except on XLA:CPU, which runs
+  convolutions inside a loop ~30x slower (measured) and whose compile time would grow with
+  an unrolled loop: there each step is one asynchronous dispatch of the compiled step, and
+  the host only waits when the caller reads the metrics. 'nonfinite_index' is the first
+  step whose update was dropped.
+  """
+  scan = jax.default_backend() != 'cpu' if scan is None else scan
+  if scan:
+    def loop(state, batches):
+      state, metrics = lax.scan(step_fn, state, batches)
+      return state, _mean_metrics(metrics)
+    sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),
+                            out_specs=(P(), P()), check_vma=False)
+    return jax.jit(sharded, donate_argnums=0)
+
+  one_step = make_sharded_step(step_fn, mesh)
+  mean = jax.jit(lambda metrics: _mean_metrics(jax.tree.map(lambda *v: jnp.stack(v), *metrics)))
+
+  def dispatch_loop(state, batches):
+    metrics = []
+    for i in range(len(jax.tree.leaves(batches)[0])):
+      state, step_metrics = one_step(state, jax.tree.map(lambda x, i=i: x[i], batches))
+      metrics.append(step_metrics)
+    return state, mean(metrics)
+  return dispatch_loop
 
 
 def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
@@ -324,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                    config.eval_num_per_class, data_config=config)
     best_manager = evaluate.create_best_manager(workdir, config)
 
-  logging.info('Training %s on %s (%s, %d classes) over %d devices, steps %d..%d.',
+  logging.info('Training %s on %s (%s, %s classes) over %d devices, steps %d..%d.',
                config.model.name, config.dataset, info.image_shape, info.num_classes,
                mesh.devices.size, start_step, config.num_train_steps)
   # SIGTERM (preemption, scancel, docker stop) ends the run at the next chunk with a checkpoint.
@@ -434,9 +467,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def _sample_grid(generator, state: TrainState, config: ml_collections.ConfigDict,
                  info: input_pipeline.DatasetInfo) -> np.ndarray:
-  """A grid with one column per class from the EMA generator, always from the same noise."""
+  """A grid with one column per class (or attribute combination) from the EMA generator, always
+  from the same noise."""
   params = jax.device_get(state.ema_g_params)
-  x, _ = sample.class_samples(generator, params, range(info.num_classes),
-                              config.num_samples_per_class, config.seed,
-                              config.model.latent_dim, info.num_classes)
-  return sample.grid(x, num_columns=info.num_classes)
+  labels = input_pipeline.default_labels(info.num_classes)
+  x, _ = sample.class_samples(generator, params, labels, config.num_samples_per_class,
+                              config.seed, config.model.latent_dim, info.num_classes)
+  return sample.grid(x, num_columns=len(labels))

@@ -10,6 +10,7 @@ def get_config():
   # Data.
   config.dataset = 'digits'  # 'digits', a TFDS name ('mnist', 'cifar10', ...) or 'folder:PATH'.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None = TFDS default.
+  config.labels = ''  # Comma-separated class-label features to condition on (one Embed each); '' = the dataset's label.
   config.train_split = 'train'  # Split to train on.
   config.eval_split = 'test'  # Held-out split (classifier and metrics).
   config.image_size = 0  # Resize images to this square size; 0 keeps the dataset's own size.
@@ -56,7 +57,7 @@ def get_config():
   config.batch_size = 128  # Real images per step (global, over all devices and hosts).
   config.g_batch_size = 0  # Generated images in G's update; 0 means batch_size.
   config.num_train_steps = 2000  # Total training steps.
-  config.steps_per_loop = 10  # Steps compiled into one dispatch (lax.scan); logging granularity.
+  config.steps_per_loop = 10  # Steps per dispatch (one lax.scan; on CPU one call each); logging granularity.
   config.log_every_steps = 100  # Print and log losses every this many steps.
   config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps.
   config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps (and at the end).

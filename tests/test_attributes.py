@@ -1,0 +1,89 @@
+"""Several categorical attributes at once (config.labels): data, training and sampling."""
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from cgan_jax import checkpoint
+from cgan_jax import input_pipeline
+from cgan_jax import sample
+from cgan_jax import train
+from tests import conftest
+
+# smallnorb has four ClassLabel features; mock_data makes random examples of them offline.
+ATTRIBUTES = 'label_category,label_lighting'
+COUNTS = (5, 6)
+
+
+@pytest.fixture
+def norb_config(tiny_config):
+  tiny_config.dataset = 'smallnorb'
+  tiny_config.labels = ATTRIBUTES
+  tiny_config.image_size = 8
+  tiny_config.num_train_steps = 2
+  return tiny_config
+
+
+def test_batches_carry_one_value_per_attribute(norb_config):
+  with tfds.testing.mock_data(num_examples=32):
+    ds, info = input_pipeline.create_dataset(norb_config, 'train', 16)
+    labels = next(ds.as_numpy_iterator())['label']
+  assert info.num_classes == COUNTS and len(info.class_names) == 2
+  assert labels.shape == (16, 2) and labels.dtype == np.int32
+  assert (labels >= 0).all() and (labels < np.array(COUNTS)).all()
+
+
+def test_unknown_or_impossible_attributes_are_clear_errors(norb_config):
+  norb_config.labels = 'label_category,colour'
+  with tfds.testing.mock_data(num_examples=8):
+    with pytest.raises(ValueError, match=r"no class label 'colour'.*label_azimuth"):
+      input_pipeline.get_info(norb_config)
+  digits = conftest.make_tiny_config()
+  digits.labels = 'label,style'
+  with pytest.raises(ValueError, match="'digits' has one class label"):
+    input_pipeline.get_info(digits)
+
+
+def test_default_labels_cover_the_combinations():
+  np.testing.assert_array_equal(input_pipeline.default_labels(3), [0, 1, 2])
+  assert input_pipeline.default_labels((2, 3)).tolist() == [[0, 0], [0, 1], [0, 2],
+                                                            [1, 0], [1, 1], [1, 2]]
+  # Too many combinations: each attribute's values in turn, the others at 0.
+  assert input_pipeline.default_labels((20, 9)).shape == (29, 2)
+
+
+def test_parse_and_check_labels():
+  np.testing.assert_array_equal(sample.parse_labels('3,7'), [3, 7])
+  np.testing.assert_array_equal(sample.parse_labels('3:1,4:0'), [[3, 1], [4, 0]])
+  for text in ('3:1,4', 'a,b'):
+    with pytest.raises(ValueError, match='--labels'):
+      sample.parse_labels(text)
+  with pytest.raises(ValueError, match=r"2 label attribute\(s\).*joined by ':' \(got 1\)"):
+    sample.check_labels([3, 4], COUNTS)
+  with pytest.raises(ValueError, match=r'1 label attribute\(s\).*\(got 2\)'):
+    sample.check_labels([[3, 1]], 10)
+  with pytest.raises(ValueError, match='Label 6 of attribute 1 is out of range.*0..5'):
+    sample.check_labels([[3, 6]], COUNTS)
+
+
+def test_train_and_sample_two_attributes(norb_config, tmp_path):
+  with tfds.testing.mock_data(num_examples=32):
+    train.train_and_evaluate(norb_config, str(tmp_path))
+  with Image.open(tmp_path / 'samples.png') as grid:  # 30 columns, one per combination.
+    assert grid.width == 30 * (32 + 2) + 2
+  out = tmp_path / 's.npz'
+  sample.sample_to_file(str(tmp_path), str(out), num_per_class=2, labels=sample.parse_labels('1:2,4:0'),
+                        per_class_dir=str(tmp_path / 'per_class'))
+  data = np.load(out)
+  assert data['x'].shape == (4, 8, 8, 1)
+  np.testing.assert_array_equal(data['y'], [[1, 2], [4, 0], [1, 2], [4, 0]])
+  # The two attributes change the picture from the same noise.
+  params, config, dataset, _ = checkpoint.restore_generator(str(tmp_path))
+  x, _ = sample.class_samples(sample.build_generator(config, dataset), params,
+                              [[1, 2], [1, 3], [2, 2]], 1, 0, config.model.latent_dim, COUNTS)
+  assert np.abs(x[0].astype(int) - x[1]).max() > 0 and np.abs(x[0].astype(int) - x[2]).max() > 0
+  assert len(list((tmp_path / 'per_class').iterdir())) == 2
+  with pytest.raises(ValueError, match='takes 2 label attribute'):
+    sample.sample_to_file(str(tmp_path), str(out), labels=sample.parse_labels('3'))
+
