@@ -1,9 +1,17 @@
 """Eight simulated CPU devices for every test, and tiny configs."""
 
 import os
+import tempfile
 
+# Tests compile many tiny programs and run them briefly: LLVM's -O0 halves XLA:CPU's compile
+# time, and a persistent cache shared by every test (and its subprocesses) compiles each
+# program once.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+                           ' --xla_force_host_platform_device_count=8'
+                           ' --xla_backend_optimization_level=0').strip()
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='cgan_jax_test_jit_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
