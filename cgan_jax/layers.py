@@ -1,5 +1,6 @@
 """Layers that XLA compiles well on every platform."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -20,11 +21,14 @@ def _phase_taps(kernel_size: int, stride: int):
 
 
 class ConvTransposeSubpixel(nn.Module):
-  """`nn.ConvTranspose(padding='SAME')`, computed as a stride-1 conv and depth-to-space.
+  """`nn.ConvTranspose(padding='SAME')`, computed per output phase and then depth-to-space.
 
-  Same parameters, same function. The weight gradient of a strided transposed conv
-  is pathologically slow on XLA:CPU; this form is s*s plain convs whose gradients are
-  fast everywhere, and it does no multiplications by inserted zeros.
+  Same parameters, same function. The weight gradient of a strided transposed conv is
+  pathologically slow on XLA:CPU; here each of the s*s output phases is a small stride-1
+  product with (k/s)^2 taps of the kernel, which does no multiplications by inserted zeros.
+  `impl` 'matmul' computes a phase as shifted slices and one matmul (im2col): every gradient
+  is a matmul or a slice, 2.3x faster than 'conv' on XLA:CPU (measured, fwd+bwd of a
+  64x14x14x128 layer). 'conv' is one stride-1 conv per phase; 'auto' picks 'matmul' on CPU.
   """
   features: int
   kernel_size: int = 4
@@ -32,33 +36,45 @@ class ConvTransposeSubpixel(nn.Module):
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
   use_bias: bool = True  # False before a batch norm, which would cancel it.
+  impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x):
     k, s = self.kernel_size, self.stride
     if k % s:
       raise ValueError(f'kernel_size {k} must be a multiple of stride {s}.')
-    cin = x.shape[-1]
+    impl = ('matmul' if jax.default_backend() == 'cpu' else 'conv') if self.impl == 'auto' else self.impl
+    cin, t = x.shape[-1], k // s
     kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
     bias = (self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias
             else jnp.zeros((self.features,)))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     taps, offsets = _phase_taps(k, s)
-    # One small stride-1 conv per output phase (ry, rx), padded on one side only: a
-    # symmetric padding makes XLA:CPU's weight gradient orders of magnitude slower.
+    n, height, width = x.shape[:3]
+    # Input padding that covers every phase's taps: phase r reads rows offsets[r] + 0..t-1.
+    lo, hi = max(0, -int(offsets.min())), max(0, int(offsets.max()) + t - 1)
+    padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0))) if impl == 'matmul' else None
     rows = []
     for ry in range(s):
       cols = []
       for rx in range(s):
-        sub = kernel[taps[ry]][:, taps[rx]]  # (k/s, k/s, cin, f)
-        pads = [(-int(o), int(o) + k // s - 1) for o in (offsets[ry], offsets[rx])]
-        cols.append(jax.lax.conv_general_dilated(
-            x, sub, window_strides=(1, 1), padding=pads,
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+        sub = kernel[taps[ry]][:, taps[rx]]  # (t, t, cin, f)
+        oy, ox = int(offsets[ry]), int(offsets[rx])
+        if impl == 'matmul':
+          patches = jnp.concatenate(
+              [padded[:, lo + oy + a:lo + oy + a + height, lo + ox + b:lo + ox + b + width]
+               for a in range(t) for b in range(t)], axis=-1)
+          cols.append(patches @ sub.reshape(t * t * cin, self.features))
+        else:
+          # Padded on one side only: a symmetric padding makes XLA:CPU's weight gradient
+          # orders of magnitude slower.
+          pads = [(-oy, oy + t - 1), (-ox, ox + t - 1)]
+          cols.append(jax.lax.conv_general_dilated(
+              x, sub, window_strides=(1, 1), padding=pads,
+              dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
       rows.append(jnp.stack(cols, axis=3))  # (B, H, W, rx, f)
     phases = jnp.stack(rows, axis=2)  # (B, H, ry, W, rx, f)
-    n_h, n_w = x.shape[1], x.shape[2]
-    return phases.reshape(x.shape[0], n_h * s, n_w * s, self.features) + bias
+    return phases.reshape(n, height * s, width * s, self.features) + bias
 
 
 class ConvPatches(nn.Module):
@@ -91,3 +107,58 @@ class ConvPatches(nn.Module):
         [x[:, i:i + (out_h - 1) * s + 1:s, j:j + (out_w - 1) * s + 1:s]
          for i in range(k) for j in range(k)], axis=-1)
     return patches @ kernel.reshape(k * k * cin, self.features) + bias
+
+
+def _same_pads(k: int):
+  """(before, after) padding of a SAME stride-1 conv, as lax.conv_general_dilated pads."""
+  return (k - 1) // 2, k - 1 - (k - 1) // 2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _shift_add(taps, k: int):
+  """out[h, w] = sum over (a, b) of taps[h + a - before, w + b - before, a, b] (zero outside)."""
+  height, width = taps.shape[1:3]
+  before, after = _same_pads(k)
+  padded = jnp.pad(taps, ((0, 0), (before, after), (before, after), (0, 0), (0, 0), (0, 0)))
+  return sum(padded[:, a:a + height, b:b + width, a, b] for a in range(k) for b in range(k))
+
+
+def _shift_add_fwd(taps, k):
+  return _shift_add(taps, k), None
+
+
+def _shift_add_bwd(k, _, grad):
+  # The transpose gathers: d taps[h, w, a, b] = grad[h - a + before, w - b + before]. Written
+  # as slices of the small output gradient, not as the pads autodiff would sum.
+  height, width = grad.shape[1:3]
+  before, after = _same_pads(k)
+  padded = jnp.pad(grad, ((0, 0), (after, before), (after, before), (0, 0)))
+  rows = [jnp.stack([padded[:, k - 1 - a:k - 1 - a + height, k - 1 - b:k - 1 - b + width]
+                     for b in range(k)], axis=3) for a in range(k)]
+  return (jnp.stack(rows, axis=3),)
+
+
+_shift_add.defvjp(_shift_add_fwd, _shift_add_bwd)
+
+
+class ConvShiftAdd(nn.Module):
+  """`nn.Conv(padding='SAME')`, stride 1, for few output channels: one matmul, then shift-add.
+
+  Same parameters, same function. x @ W gives every tap's contribution at once (k*k*features
+  columns: a well-shaped matmul even for one output channel), and the output sums each tap's
+  plane shifted into place. XLA:CPU runs a conv with one output channel at ~5 GFLOP/s; here
+  every gradient is a matmul or a slice.
+  """
+  features: int
+  kernel_size: int = 7
+  dtype: Any = None
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    k, cin = self.kernel_size, x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    taps = x @ kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * self.features)
+    return _shift_add(taps.reshape(*x.shape[:3], k, k, self.features), k) + bias

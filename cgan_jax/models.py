@@ -54,7 +54,7 @@ class DCGANGenerator(nn.Module):
                                    axis_name=DATA_AXIS if train else None, name=f'norm{i}')(x, labels)
       x = leaky_relu(x)
     k = self.out_kernel
-    x = nn.Conv(channels, (k, k), padding='SAME', dtype=self.dtype, name='to_image')(x)
+    x = layers.ConvShiftAdd(channels, k, dtype=self.dtype, name='to_image')(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 
