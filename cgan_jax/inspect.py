@@ -165,7 +165,9 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
   names = names if len(counts) == 1 else names[0] if names else []
   class_names = [str(n) for n in names or range(counts[0])]
   classes = np.arange(counts[0])
-  with_others = lambda y: np.stack([y] + [0 * y] * (len(counts) - 1), 1) if len(counts) > 1 else y
+
+  def with_others(y):
+    return np.stack([y] + [0 * y] * (len(counts) - 1), 1) if len(counts) > 1 else y
   generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
   os.makedirs(os.path.join(output, 'embeddings'), exist_ok=True)
   result = {'step': step, 'output': output, 'files': {}, 'notes': []}

@@ -6,6 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cgan_jax import checkpoint
+from cgan_jax import inspect as cgan_inspect
 from cgan_jax import input_pipeline
 from cgan_jax import sample
 from cgan_jax import train
@@ -86,4 +87,8 @@ def test_train_and_sample_two_attributes(norb_config, tmp_path):
   assert len(list((tmp_path / 'per_class').iterdir())) == 2
   with pytest.raises(ValueError, match='takes 2 label attribute'):
     sample.sample_to_file(str(tmp_path), str(out), labels=sample.parse_labels('3'))
-
+  # The pictures of `inspect` sweep the first attribute.
+  result = cgan_inspect.inspect_workdir(str(tmp_path), num_per_class=3, num_steps=3,
+                                        log=lambda *_: None)
+  assert result['pca_input']['labels'].tolist() == np.repeat(np.arange(5), 3).tolist()
+  assert result['interpolation'].shape == (5 * 3, 8, 8, 1)
