@@ -196,7 +196,9 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     grads = lax.pmean(grads, DATA_AXIS)
     updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
-    decay = config.ema_decay
+    # The average starts at G's initial weights; warming the decay up (as TF's
+    # ExponentialMovingAverage with num_updates) keeps short runs from sampling near them.
+    decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params, g_params)
 
     if acgan:

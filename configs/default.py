@@ -50,7 +50,7 @@ def get_config():
   config.d_b1 = 0.5  # Adam beta1 of D.
   config.g_b2 = 0.999  # Adam beta2 of G.
   config.d_b2 = 0.999  # Adam beta2 of D.
-  config.ema_decay = 0.0  # EMA of G's weights used for sampling; 0 samples the raw weights.
+  config.ema_decay = 0.0  # EMA of G's weights for sampling (decay warmed up); 0 = raw weights.
 
   # Schedule.
   config.seed = 0  # Seeds parameters, noise, dropout and data order.
