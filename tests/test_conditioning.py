@@ -19,7 +19,7 @@ from configs import cifar10
 LABELS = jnp.array([0, 1, 2, 3])
 
 
-def train_steps(config, devices, batches):
+def train_steps(config, devices, batches, scan=None):
   """(initial state, state after the batches, mean metrics) on a mesh of `devices`."""
   generator, discriminator = models.create_models(config, 10, (8, 8, 1))
   g_tx, d_tx = train.create_optimizers(config)
@@ -31,7 +31,8 @@ def train_steps(config, devices, batches):
   initial = jax.device_get(state)
   step = train.make_train_step(config, generator=generator, discriminator=discriminator,
                                g_tx=g_tx, d_tx=d_tx, num_classes=10)
-  state, metrics = train.make_train_loop(step, mesh)(state, sharding.to_global(batches, mesh))
+  loop = train.make_train_loop(step, mesh, scan=scan)
+  state, metrics = loop(state, sharding.to_global(batches, mesh))
   return initial, jax.device_get(state), jax.device_get(metrics)
 
 
