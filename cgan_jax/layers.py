@@ -27,9 +27,9 @@ class ConvTransposeSubpixel(nn.Module):
   pathologically slow on XLA:CPU; here each of the s*s output phases is a small stride-1
   product with (k/s)^2 taps of the kernel, which does no multiplications by inserted zeros.
   `impl` 'matmul' gathers each phase's taps as shifted slices (im2col) and multiplies all
-  phases in one batched matmul: every gradient is a matmul or a slice, 2.3x faster than 'conv'
-  on XLA:CPU even as one matmul per phase (measured, fwd+bwd of a 64x14x14x128 layer). 'conv'
-  is one stride-1 conv per phase; 'auto' picks 'matmul' on CPU.
+  phases in one batched matmul (`_phase_products`): every gradient is a matmul or a slice,
+  2.3x faster than 'conv' on XLA:CPU even as one matmul per phase (measured, fwd+bwd of a
+  64x14x14x128 layer). 'conv' is one stride-1 conv per phase; 'auto' picks 'matmul' on CPU.
   """
   features: int
   kernel_size: int = 4
@@ -55,17 +55,9 @@ class ConvTransposeSubpixel(nn.Module):
     phase_kernels = [kernel[taps[ry]][:, taps[rx]] for ry in range(s) for rx in range(s)]
     phase_offsets = [(int(offsets[ry]), int(offsets[rx])) for ry in range(s) for rx in range(s)]
     if impl == 'matmul':
-      # Input padding that covers every phase's taps: phase r reads rows offsets[r] + 0..t-1.
-      lo, hi = max(0, -int(offsets.min())), max(0, int(offsets.max()) + t - 1)
-      padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-      patches = jnp.stack([
-          jnp.concatenate([padded[:, lo + oy + a:lo + oy + a + height, lo + ox + b:lo + ox + b + width]
-                           for a in range(t) for b in range(t)], axis=-1)
-          for oy, ox in phase_offsets]).reshape(s * s, n * height * width, t * t * cin)
-      # One batched matmul over the phases, phase-major: the weight gradient then reads each
-      # phase's output gradient as one contiguous block (12% faster than a matmul per phase).
-      phases = jnp.einsum('pmk,pkf->pmf', patches,
-                          jnp.stack(phase_kernels).reshape(s * s, t * t * cin, self.features))
+      phases = _phase_products(
+          x, jnp.stack(phase_kernels).reshape(s * s, t * t * cin, self.features),
+          tuple(phase_offsets), t)
     else:
       # Padded on one side only: a symmetric padding makes XLA:CPU's weight gradient
       # orders of magnitude slower.
@@ -76,6 +68,44 @@ class ConvTransposeSubpixel(nn.Module):
           for sub, (oy, ox) in zip(phase_kernels, phase_offsets)])
     phases = phases.reshape(s, s, n, height, width, self.features).transpose(2, 3, 0, 4, 1, 5)
     return phases.reshape(n, height * s, width * s, self.features) + bias
+
+
+def _phase_patches(x, phase_offsets, t: int):
+  """[phases, N*H*W, t*t*C]: for each phase, its t x t input taps side by side (im2col)."""
+  n, height, width, cin = x.shape
+  offsets = [o for pair in phase_offsets for o in pair]
+  # Input padding that covers every phase's taps: a phase at offset o reads rows o + 0..t-1.
+  lo, hi = max(0, -min(offsets)), max(0, max(offsets) + t - 1)
+  padded = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+  return jnp.stack([
+      jnp.concatenate([padded[:, lo + oy + a:lo + oy + a + height, lo + ox + b:lo + ox + b + width]
+                       for a in range(t) for b in range(t)], axis=-1)
+      for oy, ox in phase_offsets]).reshape(len(phase_offsets), n * height * width, t * t * cin)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _phase_products(x, kernels, phase_offsets, t: int):
+  """[phases, N*H*W, F]: each phase's patches times its kernel, one batched matmul."""
+  return jnp.einsum('pmk,pkf->pmf', _phase_patches(x, phase_offsets, t), kernels)
+
+
+def _phase_products_fwd(x, kernels, phase_offsets, t):
+  return _phase_products(x, kernels, phase_offsets, t), (x, kernels)
+
+
+def _phase_products_bwd(phase_offsets, t, residuals, grad):
+  # The patches are rebuilt from x rather than kept: XLA shares them with the forward's.
+  x, kernels = residuals
+  patches, patches_vjp = jax.vjp(lambda x: _phase_patches(x, phase_offsets, t), x)
+  d_x, = patches_vjp(jnp.einsum('pmf,pkf->pmk', grad, kernels))
+  # Autodiff would contract the patches' long M axis in place, which XLA:CPU runs at about
+  # half the matmul rate; on the transposed output gradient (a small copy) it is an
+  # ordinary [F, M] @ [M, K] product. The barrier keeps XLA from folding the transposes back.
+  d_kernels_t = jnp.einsum('pfm,pmk->pfk', grad.transpose(0, 2, 1), patches)
+  return d_x, jax.lax.optimization_barrier(d_kernels_t).transpose(0, 2, 1)
+
+
+_phase_products.defvjp(_phase_products_fwd, _phase_products_bwd)
 
 
 def _same_pads(k: int):
