@@ -290,6 +290,11 @@ def _next_boundary(step: int, config: ml_collections.ConfigDict) -> int:
   return min(nexts + [config.num_train_steps])
 
 
+def _due(step: int, every: int) -> bool:
+  """Whether a periodic action (log, sample, eval, save) falls on `step`; every=0: never."""
+  return every > 0 and step % every == 0
+
+
 _MAX_RESTORES = 3  # on_nonfinite='restore' gives up after this many restores without a new save.
 
 
@@ -402,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step += k
     done = step >= config.num_train_steps
 
-    if done or step % config.log_every_steps == 0:
+    if done or _due(step, config.log_every_steps):
       metrics = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith('nonfinite')}
       elapsed = time.time() - t_last
       steps_per_sec = (step - step_last) / elapsed
@@ -419,14 +424,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           writer.scalar(name, float(value), step)
         writer.scalar('g_learning_rate', config.g_learning_rate, step)
         writer.scalar('d_learning_rate', config.d_learning_rate, step)
-    if is_chief and (done or step % config.sample_every_steps == 0):
+    if is_chief and (done or _due(step, config.sample_every_steps)):
       picture = _sample_grid(generator, state, config, info)
       path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
       os.makedirs(os.path.dirname(path), exist_ok=True)
       sample.write_png(path, picture)
       sample.write_png(os.path.join(workdir, 'samples.png'), picture)
       writer.image('samples', picture, step)
-    if evaluator and (done or step % config.eval_every_steps == 0):
+    if evaluator and (done or _due(step, config.eval_every_steps)):
       scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,
                          config.seed)
       per_class = scores.pop('cond_acc_per_class')
@@ -439,7 +444,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
           writer.scalar(f'eval/{name}', value, step)
       if step not in best_manager.all_steps():  # Already there when a run resumes past it.
         checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
-    if done or step % config.checkpoint_every_steps == 0:
+    if done or _due(step, config.checkpoint_every_steps):
       checkpoint.save(manager, state, config, info, force=done)
       restores = 0
     if writer:

@@ -58,9 +58,9 @@ def get_config():
   config.g_batch_size = 0  # Generated images in G's update; 0 means batch_size.
   config.num_train_steps = 2000  # Total training steps.
   config.steps_per_loop = 10  # Steps per dispatch (one lax.scan; on CPU one call each); logging granularity.
-  config.log_every_steps = 100  # Print and log losses every this many steps.
-  config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps.
-  config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps (and at the end).
+  config.log_every_steps = 100  # Print and log losses every this many steps (0: at the end only).
+  config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps (0: at the end only).
+  config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps and at the end (0: at the end only).
   config.keep_checkpoints = 3  # Newest checkpoints kept on disk.
   config.on_nonfinite = 'stop'  # NaN/inf step: 'stop' with a message, or 'restore' the last checkpoint.
   config.num_samples_per_class = 10  # Rows of the periodic sample grid.

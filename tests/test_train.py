@@ -80,3 +80,13 @@ def test_resume_with_other_model_is_refused(tiny_config, tmp_path):
   with pytest.raises(ValueError, match='different model.*g_width'):
     train.train_and_evaluate(tiny_config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
+
+
+def test_zero_intervals_mean_at_the_end_only(tiny_config, tmp_path):
+  tiny_config.log_every_steps = tiny_config.sample_every_steps = 0
+  tiny_config.checkpoint_every_steps = 0
+  workdir = str(tmp_path)
+  state = train.train_and_evaluate(tiny_config, workdir)
+  assert int(state.step) == tiny_config.num_train_steps
+  assert os.listdir(os.path.join(workdir, 'samples')) == [f'step_{tiny_config.num_train_steps:07d}.png']
+  assert checkpoint.create_manager(workdir, tiny_config).all_steps() == [tiny_config.num_train_steps]
