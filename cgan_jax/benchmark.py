@@ -21,6 +21,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from cgan_jax import host_memory
 from cgan_jax import input_pipeline
 from cgan_jax import models
 from cgan_jax import sharding
@@ -170,6 +171,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
+  if config.reuse_host_memory:
+    host_memory.keep_freed_memory()
   keras_iteration = None
   if FLAGS.keras:
     from benchmarks import keras_tutorial  # pylint: disable=g-import-not-at-top

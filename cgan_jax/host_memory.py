@@ -1,4 +1,4 @@
-"""Host memory: glibc malloc told to keep freed memory, so XLA:CPU's buffers are reused."""
+"""Host memory: glibc malloc told to keep freed memory, so XLA:CPU reuses its step buffers."""
 
 import ctypes
 import os
@@ -13,17 +13,16 @@ _M_ARENA_MAX = -8
 def keep_freed_memory() -> bool:
   """Makes glibc reuse freed blocks instead of handing them back to the kernel; True if applied.
 
-  XLA:CPU allocates each step's buffers afresh. By default glibc serves large blocks, and any
-  block of a worker thread's arena, with new mmap'd pages that the kernel zero-fills page by
-  page on first touch and takes back on free: the tutorial step faulted in 600 MB per step that
-  way, and its im2col copies ran 4x slower than memory allows (measured). One arena, no mmap
-  and no trimming keep that memory mapped for the next step. Skipped off glibc, and where the
-  user tunes malloc through glibc's MALLOC_* environment variables or sets
-  CGAN_JAX_SYSTEM_MALLOC=1.
+  XLA:CPU allocates each step's buffers afresh, mostly from its worker threads. glibc serves
+  those from per-thread arenas whose heaps it unmaps once empty (and any block over 64 MB from
+  a fresh mmap), so the kernel zero-fills the same memory page by page on every step: 600 MB
+  of page faults per step of the tutorial model, whose im2col copies then ran 4x slower than
+  memory allows (measured). One arena, no mmap and no trimming keep that memory mapped. The
+  one arena costs steps of tiny models, whose threads then contend for it (the digits step ran
+  1.4x slower), hence `config.reuse_host_memory`. Call it before JAX runs anything. Skipped off
+  glibc, and where the user tunes malloc through glibc's MALLOC_* environment variables.
   """
-  if not sys.platform.startswith('linux') or os.environ.get('CGAN_JAX_SYSTEM_MALLOC') == '1':
-    return False
-  if any(name.startswith('MALLOC_') for name in os.environ):
+  if not sys.platform.startswith('linux') or any(k.startswith('MALLOC_') for k in os.environ):
     return False
   try:
     libc = ctypes.CDLL('libc.so.6')

@@ -12,6 +12,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from cgan_jax import host_memory
 from cgan_jax import train
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -71,6 +72,8 @@ def _maybe_initialize_distributed():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.config.reuse_host_memory:
+    host_memory.keep_freed_memory()
   try:
     _maybe_initialize_distributed()
   except (ValueError, RuntimeError) as e:

@@ -23,6 +23,7 @@ def get_config():
   config.ema_decay = 0.999  # Sample from the EMA generator.
   config.batch_size = 64
   config.num_train_steps = 100_000
+  config.reuse_host_memory = True  # On a CPU: no page faults on the step's large buffers.
   config.steps_per_loop = 50
   config.log_every_steps = 500
   config.sample_every_steps = 5_000

@@ -11,4 +11,5 @@ def get_config():
   config.batch_size = 64  # The tutorial's half-batch of real images (n_batch = 128).
   config.g_batch_size = 128  # G trains on a full n_batch of generated images.
   config.num_train_steps = 100 * (60_000 // 128)  # 100 epochs of 468 iterations.
+  config.reuse_host_memory = True  # On a CPU: no page faults on the step's large buffers.
   return config

@@ -15,6 +15,7 @@ def get_config():
   config.batch_size = 32  # Real images per step; 2000 steps fit a CPU session.
   config.ema_decay = 0.999  # Sample from an average of G's recent weights.
   config.num_train_steps = 2000
+  config.reuse_host_memory = True  # On a CPU: no page faults on the step's large buffers.
   config.log_every_steps = 100
   config.sample_every_steps = 250
   config.checkpoint_every_steps = 500
