@@ -108,6 +108,43 @@ def _phase_products_bwd(phase_offsets, t, residuals, grad):
 _phase_products.defvjp(_phase_products_fwd, _phase_products_bwd)
 
 
+class ConvPatches(nn.Module):
+  """`nn.Conv(padding='SAME')`, computed as im2col and one matmul on CPU.
+
+  Same parameters, same function. A strided conv's input gradient is a dilated conv, which
+  XLA:CPU runs on a slow generic path; here every gradient is a matmul or a pad/slice (D's
+  step 1.14x faster, measured). 'auto' picks 'patches' on CPU and XLA's own conv elsewhere.
+  """
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  dtype: Any = None
+  kernel_init: Any = nn.initializers.lecun_normal()
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x):
+    k, s = self.kernel_size, self.stride
+    impl = ('patches' if jax.default_backend() == 'cpu' else 'conv') if self.impl == 'auto' else self.impl
+    cin = x.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if impl == 'conv':
+      return jax.lax.conv_general_dilated(x, kernel, (s, s), 'SAME',
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+    out_h, out_w = -(-x.shape[1] // s), -(-x.shape[2] // s)
+    # SAME padding exactly as lax.conv_general_dilated: the extra pixel goes after.
+    pad_h = max((out_h - 1) * s + k - x.shape[1], 0)
+    pad_w = max((out_w - 1) * s + k - x.shape[2], 0)
+    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    # Patch features ordered (row tap, column tap, channel), as the kernel flattens.
+    patches = jnp.concatenate(
+        [x[:, i:i + (out_h - 1) * s + 1:s, j:j + (out_w - 1) * s + 1:s]
+         for i in range(k) for j in range(k)], axis=-1)
+    return patches @ kernel.reshape(k * k * cin, self.features) + bias
+
+
 def _same_pads(k: int):
   """(before, after) padding of a SAME stride-1 conv, as lax.conv_general_dilated pads."""
   return (k - 1) // 2, k - 1 - (k - 1) // 2

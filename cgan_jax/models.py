@@ -88,8 +88,7 @@ class DCGANDiscriminator(nn.Module):
         x = self._condition(x, labels)
       if i == self.num_downsamples:
         break
-      conv = nn.Conv(self.width, (3, 3), strides=(2, 2), padding='SAME', dtype=self.dtype,
-                     name=f'down{i}')
+      conv = layers.ConvPatches(self.width, 3, 2, dtype=self.dtype, name=f'down{i}')
       x = leaky_relu(self._apply(conv, x, train))
     x = x.reshape(x.shape[0], -1)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -30,6 +30,23 @@ def test_kernel_not_multiple_of_stride_is_an_error():
     layers.ConvTransposeSubpixel(4, 3, 2).init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 2)))
 
 
+@pytest.mark.parametrize('impl', ['patches', 'conv'])
+@pytest.mark.parametrize('kernel,stride,size', [(3, 2, 8), (3, 2, 7), (3, 1, 5), (4, 2, 6), (1, 1, 3)])
+def test_conv_patches_equals_conv(kernel, stride, size, impl):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
+  reference = nn.Conv(5, (kernel, kernel), (stride, stride), padding='SAME')
+  params = reference.init(jax.random.PRNGKey(1), x)
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+  fast = layers.ConvPatches(5, kernel, stride, impl=impl)
+  expected = reference.apply(params, x)
+  np.testing.assert_allclose(fast.apply(params, x), expected, atol=1e-5, rtol=1e-5)
+
+  def grads(module):  # Weight and input gradients.
+    return jax.grad(lambda p, x: (module.apply(p, x) * expected).sum(), (0, 1))(params, x)
+  for got, want in zip(jax.tree.leaves(grads(fast)), jax.tree.leaves(grads(reference))):
+    np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
+
+
 @pytest.mark.parametrize('kernel,channels,size', [(7, 1, 6), (3, 3, 5), (4, 2, 4), (1, 1, 3)])
 def test_conv_shift_add_equals_conv(kernel, channels, size):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 4))
