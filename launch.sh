@@ -87,7 +87,7 @@ case "$target" in
     [ -n "${SLURM_JOB_ID:-}" ] || die "--target=slurm runs inside an allocation (sbatch or salloc)."
     ntasks="${SLURM_NTASKS:-${SLURM_NPROCS:-}}"
     [ -n "$ntasks" ] || die "SLURM_NTASKS is not set; allocate with --ntasks or --ntasks-per-node."
-    host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')  # awk reads it all: no SIGPIPE under pipefail
     port="${port:-$((61440 + SLURM_JOB_ID % 4096))}"
     # --process_id comes from each task's SLURM_PROCID (JAX's SLURM detection).
     run srun --kill-on-bad-exit=1 "${main[@]}" --distributed=yes \
