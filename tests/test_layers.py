@@ -21,10 +21,15 @@ def _assert_same_function(fast, reference, x, atol=1e-5):
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize('impl', ['matmul', 'conv'])
-@pytest.mark.parametrize('kernel,stride,size', [(4, 2, 7), (4, 2, 2), (2, 2, 5), (6, 3, 4), (3, 1, 5)])
+_TRANSPOSE_CASES = [(4, 2, (7, 7)), (4, 2, (2, 2)), (2, 2, (5, 5)), (6, 3, (4, 4)), (3, 1, (5, 5)),
+                    (4, 2, (6, 3))]
+
+
+@pytest.mark.parametrize('impl,kernel,stride,size', [
+    (impl, *case) for impl in ('matmul', 'conv', 'winograd') for case in _TRANSPOSE_CASES
+    if impl != 'winograd' or case[0] == 2 * case[1]])  # Winograd F(2, 2) needs two taps a phase.
 def test_subpixel_equals_conv_transpose(kernel, stride, size, impl):
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 3))
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, *size, 3))
   _assert_same_function(layers.ConvTransposeSubpixel(5, kernel, stride, impl=impl),
                         nn.ConvTranspose(5, (kernel, kernel), (stride, stride), padding='SAME'), x)
 
@@ -32,6 +37,12 @@ def test_subpixel_equals_conv_transpose(kernel, stride, size, impl):
 def test_kernel_not_multiple_of_stride_is_an_error():
   with pytest.raises(ValueError, match='multiple of stride'):
     layers.ConvTransposeSubpixel(4, 3, 2).init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 2)))
+
+
+def test_winograd_needs_two_taps_per_phase():
+  with pytest.raises(ValueError, match='kernel_size = 2 \\* stride'):
+    layers.ConvTransposeSubpixel(4, 3, 1, impl='winograd').init(jax.random.PRNGKey(0),
+                                                              np.zeros((1, 4, 4, 2)))
 
 
 @pytest.mark.parametrize('impl', ['patches', 'conv'])
