@@ -3,7 +3,8 @@
 Same models (Embedding -> Dense label map, Conv2D / Conv2DTranspose, LeakyReLU 0.2,
 dropout 0.4), Adam(2e-4, 0.5), binary cross-entropy, and the same iteration: D on a
 real half-batch, D on a generated half-batch, then G through the frozen D on a full batch.
-Run alone: python -m benchmarks.keras_tutorial [--steps N]; prints one JSON line.
+Run alone: python -m benchmarks.keras_tutorial [--steps N]; prints one JSON line. With
+--serve '{"batch_size": ...}' it times iterations on request, for cgan_jax.benchmark --keras.
 """
 
 import json
@@ -80,7 +81,21 @@ def make_iteration(batch_size, g_batch_size, image_shape, num_classes, latent_di
   return run
 
 
+def serve(batch_size, g_batch_size, image_shape, num_classes, latent_dim):
+  """Times `steps` iterations per line read from stdin; answers each with the seconds taken."""
+  run = make_iteration(batch_size, g_batch_size, tuple(image_shape), num_classes, latent_dim)
+  run(1)  # Traces the tf.function.
+  print('ready', flush=True)
+  for line in sys.stdin:
+    t = time.perf_counter()
+    run(int(line))
+    print(time.perf_counter() - t, flush=True)
+
+
 def main():
+  if '--serve' in sys.argv:
+    serve(**json.loads(sys.argv[sys.argv.index('--serve') + 1]))
+    return
   steps = int(sys.argv[sys.argv.index('--steps') + 1]) if '--steps' in sys.argv else 10
   run = make_iteration(64, 128, (28, 28, 1), 10, 100)
   run(1)

@@ -11,6 +11,8 @@ import functools
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app
@@ -91,9 +93,36 @@ def _synthetic_batches(config, info, steps: int, mesh):
   return sharding.to_global(batches, mesh)
 
 
+class KerasProcess:
+  """The Keras tutorial iteration in a process of its own, timed there, window by window.
+
+  Its own process keeps TensorFlow's thread pools and allocator settings apart from JAX's
+  (sharing one process slowed the JAX step 1.5x, measured), and each side runs as its users run it.
+  """
+
+  def __init__(self, shapes: dict):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'benchmarks.keras_tutorial', '--serve', json.dumps(shapes)],
+        cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if self._process.stdout.readline().strip() != 'ready':
+      raise RuntimeError('The Keras tutorial process did not start; see its error above.')
+
+  def __call__(self, steps: int) -> float:
+    """Seconds the Keras process took for `steps` iterations."""
+    self._process.stdin.write(f'{steps}\n')
+    self._process.stdin.flush()
+    return float(self._process.stdout.readline())
+
+  def close(self):
+    self._process.stdin.close()
+    self._process.wait()
+
+
 def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
         matmul_size: int = 2048, keras_iteration=None) -> dict:
-  """Compiles and times the train loop; with `keras_iteration`, times it in alternate windows."""
+  """Compiles and times the train loop; with `keras_iteration` (steps -> seconds), times it in
+  alternate windows."""
   steps = steps or config.steps_per_loop
   mesh = sharding.make_mesh()
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
@@ -121,8 +150,6 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   jax.block_until_ready(metrics)
   matmul_probe = make_matmul_probe(matmul_size)
   jax_times, keras_times, matmul_rates = [], [], []
-  if keras_iteration is not None:
-    keras_iteration(steps)  # Warm-up (traces the tf.function).
   # The ceiling is probed in every window, beside the step: on a shared machine the
   # matmul rate drifts, and a fraction must compare the two under the same load.
   for _ in range(windows):
@@ -132,9 +159,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
     jax_times.append(time.perf_counter() - t)
     matmul_rates.append(matmul_probe())
     if keras_iteration is not None:
-      t = time.perf_counter()
-      keras_iteration(steps)
-      keras_times.append(time.perf_counter() - t)
+      keras_times.append(keras_iteration(steps))
 
   matmul = statistics.median(matmul_rates)
   steps_per_sec = steps / statistics.median(jax_times)
@@ -173,18 +198,21 @@ def main(argv):
   config = FLAGS.config
   if config.reuse_host_memory:
     host_memory.keep_freed_memory()
-  keras_iteration = None
-  if FLAGS.keras:
-    from benchmarks import keras_tutorial  # pylint: disable=g-import-not-at-top
-    info = _dataset_info(config)
-    keras_iteration = keras_tutorial.make_iteration(
-        config.batch_size, config.g_batch_size or config.batch_size, info.image_shape,
-        info.num_classes, config.model.latent_dim)
+  keras = None
   try:
+    if FLAGS.keras:
+      info = _dataset_info(config)
+      keras = KerasProcess(dict(
+          batch_size=config.batch_size, g_batch_size=config.g_batch_size or config.batch_size,
+          image_shape=list(info.image_shape), num_classes=info.num_classes,
+          latent_dim=config.model.latent_dim))
     result = run(config, steps=FLAGS.steps, windows=FLAGS.windows, matmul_size=FLAGS.matmul_size,
-                 keras_iteration=keras_iteration)
+                 keras_iteration=keras)
   except (ValueError, RuntimeError, FileNotFoundError) as e:
     raise SystemExit(f'Error: {e}') from None
+  finally:
+    if keras:
+      keras.close()
   print(json.dumps(result), flush=True)
 
 
