@@ -2,9 +2,12 @@
 
 Prints one JSON line. `images_per_sec` counts real images consumed: config.batch_size per
 step (the tutorial's n_batch is twice that for configs/fashion_mnist.py); it is the median
-over `--windows` timed windows of `--steps` steps each, after compilation. `fraction_of_ceiling`
-is the median over windows of the achieved FLOP/s over a square matmul's FLOP/s probed right
-after that window.
+over `--windows` timed windows of `--steps` steps each, after compilation. `model_flops` is a
+step's work as direct convolutions (XLA's cost analysis of the step with conv_impl='xla'),
+`step_flops` what the compiled step executes (fewer: Winograd). `fraction_of_ceiling` is the
+median over windows of model FLOP/s over a square matmul's FLOP/s probed right after that
+window (`executed_fraction_of_ceiling` the same with step_flops). --keras times the Keras
+tutorial iteration in a process of its own, in windows alternating with these.
 """
 
 import functools
@@ -63,6 +66,21 @@ def _flops(compiled) -> float:
   if isinstance(analysis, (list, tuple)):  # Older JAX: one dict per program.
     analysis = analysis[0]
   return float(analysis.get('flops', 0.0))
+
+
+def _model_flops(config, info, state, batch, mesh) -> float:
+  """FLOPs of one step as direct convolutions (XLA's own, conv_impl='xla'): the model's work.
+
+  The fast layers compute the same function with fewer multiplications (Winograd), so their
+  executed FLOPs (`step_flops`) understate the work a step does.
+  """
+  config = config.copy_and_resolve_references()
+  config.model.conv_impl = 'xla'
+  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
+  g_tx, d_tx = train.create_optimizers(config)
+  step_fn = train.make_train_step(config, generator=generator, discriminator=discriminator,
+                                  g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  return _flops(train.make_sharded_step(step_fn, mesh).lower(state, batch))
 
 
 def _dataset_info(config) -> input_pipeline.DatasetInfo:
@@ -141,10 +159,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   # One step compiled ahead of time: its compile time and FLOPs (cost analysis does not
   # look inside loops); the SPMD program is per device, so scale by the device count.
   t = time.perf_counter()
-  one_step = train.make_sharded_step(step_fn, mesh).lower(
-      state, jax.tree.map(lambda x: x[0], batches)).compile()
+  one_batch = jax.tree.map(lambda x: x[0], batches)
+  one_step = train.make_sharded_step(step_fn, mesh).lower(state, one_batch).compile()
   compile_sec = time.perf_counter() - t
   step_flops = _flops(one_step) * mesh.devices.size
+  model_flops = _model_flops(config, info, state, one_batch, mesh) * mesh.devices.size
 
   state, metrics = train_loop(state, batches)  # Warm-up (compiles the loop).
   jax.block_until_ready(metrics)
@@ -163,8 +182,9 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
 
   matmul = statistics.median(matmul_rates)
   steps_per_sec = steps / statistics.median(jax_times)
-  fraction = statistics.median(step_flops * steps / (t * rate * mesh.devices.size)
-                               for t, rate in zip(jax_times, matmul_rates))
+  def fraction(flops):  # Median over windows of FLOP/s over the matmul rate of that window.
+    return statistics.median(flops * steps / (t * rate * mesh.devices.size)
+                             for t, rate in zip(jax_times, matmul_rates))
   device = jax.devices()[0]
   result = {
       'config_dataset': config.dataset,
@@ -177,9 +197,11 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
       'images_per_sec': steps_per_sec * config.batch_size,
       'compile_sec': compile_sec,
       'step_flops': step_flops,
-      'achieved_flops_per_sec': step_flops * steps_per_sec,
+      'model_flops': model_flops,
+      'achieved_flops_per_sec': model_flops * steps_per_sec,
       'matmul_flops_per_sec': matmul * mesh.devices.size,
-      'fraction_of_ceiling': fraction,
+      'fraction_of_ceiling': fraction(model_flops),
+      'executed_fraction_of_ceiling': fraction(step_flops),
       'platform': device.platform,
       'device_kind': device.device_kind,
       'num_devices': mesh.devices.size,

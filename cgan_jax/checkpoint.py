@@ -17,6 +17,8 @@ from cgan_jax import input_pipeline
 # Config fields that change the parameters' structure or meaning: a checkpoint made with
 # other values cannot be resumed.
 _MODEL_FIELDS = ('model',)
+# Model fields that choose how the same function is computed, not what it is.
+_IMPLEMENTATION_FIELDS = ('conv_impl',)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -59,7 +61,8 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
   where = os.path.join(manager.directory, str(step))
   for field in _MODEL_FIELDS:
     saved, current = saved_config[field].to_dict(), config[field].to_dict()
-    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    diff = sorted(k for k in set(saved) | set(current)
+                  if saved.get(k) != current.get(k) and k not in _IMPLEMENTATION_FIELDS)
     if diff:
       changes = ', '.join(f'{field}.{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in diff)
       raise ValueError(f'Checkpoint {where} was made with a different model ({changes}); '

@@ -305,6 +305,7 @@ class ConvShiftAdd(nn.Module):
   kernel_size: int = 7
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
+  impl: str = 'auto'  # 'auto' (shift-add on every platform) or 'conv' (XLA's convolution).
 
   @nn.compact
   def __call__(self, x):
@@ -312,5 +313,8 @@ class ConvShiftAdd(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if self.impl == 'conv':
+      return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
     taps = x @ kernel.transpose(2, 0, 1, 3).reshape(cin, k * k * self.features)
     return _shift_add(taps.reshape(*x.shape[:3], k, k, self.features), k) + bias

@@ -36,6 +36,7 @@ def get_config():
   config.model.embed_init_file = ml_collections.config_dict.placeholder(str)  # .npy (classes x embed_dim) table.
   config.model.freeze_embed = False  # Keep the tables loaded from embed_init_file fixed (no optimiser update).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  config.model.conv_impl = 'auto'  # 'auto': fastest same-function layers per platform; 'xla': XLA's own convs.
 
   # Objective and optimisers.
   config.loss = 'non_saturating'  # GAN loss from losses.LOSSES.

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import conftest
 
 TINY_FLAGS = ['--config.model.g_width=8', '--config.model.d_width=8', '--config.model.latent_dim=8',
@@ -20,8 +22,8 @@ def test_benchmark_prints_json_with_positive_numbers():
   lines = [line for line in out.stdout.splitlines() if line.strip()]
   assert len(lines) == 1, out.stdout
   result = json.loads(lines[0])
-  for key in ('images_per_sec', 'steps_per_sec', 'compile_sec', 'step_flops',
-              'matmul_flops_per_sec', 'fraction_of_ceiling'):
+  for key in ('images_per_sec', 'steps_per_sec', 'compile_sec', 'step_flops', 'model_flops',
+              'matmul_flops_per_sec', 'fraction_of_ceiling', 'executed_fraction_of_ceiling'):
     assert result[key] > 0, (key, result)
   assert result['num_devices'] == 8  # conftest's simulated devices reach the subprocess.
   assert result['images_per_sec'] == result['steps_per_sec'] * 16
@@ -34,3 +36,14 @@ def test_bad_steps_is_a_clear_error():
   out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   assert 'divisible' in out.stderr
+
+
+def test_keras_side_by_side_runs_in_its_own_process():
+  command = [sys.executable, '-m', 'cgan_jax.benchmark', '--config=configs/digits.py',
+             *TINY_FLAGS, '--steps=1', '--windows=2', '--matmul_size=64', '--keras']
+  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ))
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['keras_images_per_sec'] > 0
+  assert result['ratio_to_keras'] == pytest.approx(result['images_per_sec'] / result['keras_images_per_sec'])

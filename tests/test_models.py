@@ -47,3 +47,23 @@ def test_bad_model_settings_are_clear_errors(tiny_config):
   tiny_config.model.g_conditioning = 'nope'
   with pytest.raises(ValueError, match='g_conditioning'):
     models.create_models(tiny_config, 10, (8, 8, 1))
+  tiny_config.model.g_conditioning = 'channel'
+  tiny_config.model.conv_impl = 'cudnn'
+  with pytest.raises(ValueError, match="Unknown model.conv_impl 'cudnn'"):
+    models.create_models(tiny_config, 10, (8, 8, 1))
+
+
+def test_xla_convs_compute_the_same_models(tiny_config):
+  """conv_impl='xla' (XLA's own convolutions) and 'auto' share parameters and outputs."""
+  z = jax.random.normal(jax.random.PRNGKey(0), (3, tiny_config.model.latent_dim))
+  labels = jnp.array([0, 4, 9])
+  outputs = []
+  for impl in ('auto', 'xla'):
+    tiny_config.model.conv_impl = impl
+    generator, discriminator = models.create_models(tiny_config, 10, (28, 28, 1))
+    g_params = generator.init(jax.random.PRNGKey(1), z, labels)['params']
+    images = generator.apply({'params': g_params}, z, labels)
+    d_params = discriminator.init(jax.random.PRNGKey(2), images, labels, train=False)['params']
+    outputs.append((images, discriminator.apply({'params': d_params}, images, labels, train=False)))
+  for auto, xla in zip(*outputs):
+    np.testing.assert_allclose(auto, xla, atol=1e-5, rtol=1e-5)

@@ -82,6 +82,14 @@ def test_resume_with_other_model_is_refused(tiny_config, tmp_path):
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
 
 
+def test_resume_with_other_conv_impl_is_allowed(tiny_config, tmp_path):
+  """conv_impl changes how the same function is computed: its checkpoints resume either way."""
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  tiny_config.model.conv_impl = 'xla'
+  tiny_config.num_train_steps += 2
+  assert int(train.train_and_evaluate(tiny_config, str(tmp_path)).step) == tiny_config.num_train_steps
+
+
 def test_zero_intervals_mean_at_the_end_only(tiny_config, tmp_path):
   tiny_config.log_every_steps = tiny_config.sample_every_steps = 0
   tiny_config.checkpoint_every_steps = 0
