@@ -186,8 +186,9 @@ def _winograd_output(m, x_shape, stride: int):
   n, height, width, _ = x_shape
   th, tw = -(-height // 2), -(-width // 2)
   m = m.reshape(stride, 3, stride, 3, n, th, tw, -1)
-  m = jnp.stack([m[:, :, :, 0] + m[:, :, :, 1], m[:, :, :, 1] + m[:, :, :, 2]], 3)
-  m = jnp.stack([m[:, 0] + m[:, 1], m[:, 1] + m[:, 2]], 1)  # [rx, b, ry, a, N, th, tw, F]
+  # Overlapping slices, not a stack: XLA fuses them with the transpose and what follows.
+  m = m[:, :, :, :2] + m[:, :, :, 1:]
+  m = m[:, :2] + m[:, 1:]  # [rx, b, ry, a, N, th, tw, F]
   # Output row (2u + a) * s + ry for tile u: tiles, then a, then the phase.
   y = m.transpose(4, 5, 3, 2, 6, 1, 0, 7).reshape(n, 2 * th * stride, 2 * tw * stride, -1)
   return y[:, :height * stride, :width * stride]
@@ -208,8 +209,9 @@ def _winograd_products_bwd(offsets, stride, residuals, grad):
   g = jnp.pad(grad, ((0, 0), (0, 2 * th * stride - grad.shape[1]),
                      (0, 2 * tw * stride - grad.shape[2]), (0, 0)))
   g = g.reshape(n, th, 2, stride, tw, 2, stride, -1).transpose(6, 5, 3, 2, 0, 1, 4, 7)
-  g = jnp.stack([g[:, 0], g[:, 0] + g[:, 1], g[:, 1]], 1)
-  g = jnp.stack([g[:, :, :, 0], g[:, :, :, 0] + g[:, :, :, 1], g[:, :, :, 1]], 3)
+  pad = lambda a, axis, lo, hi: jnp.pad(a, [(lo, hi) if d == axis else (0, 0) for d in range(a.ndim)])
+  g = pad(g, 1, 0, 1) + pad(g, 1, 1, 0)  # Product 0 feeds output 0; 1 both; 2 output 1.
+  g = pad(g, 3, 0, 1) + pad(g, 3, 1, 0)
   g = g.reshape(filters.shape[0], n * th * tw, -1)
   d_filters = jnp.einsum('ptc,ptf->pcf', v, g)
   # Against the transposed filters (a small copy the barrier keeps): XLA:CPU ran the product
