@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# The README's performance tables: Keras ratio (both malloc settings), batch sizes 32..1024, 1/2/4/8 devices, bf16.
+# The README's performance tables: Keras ratio, XLA's own convs, batch sizes 32..1024, 1/2/4/8 devices, bf16.
 # Usage: bash benchmarks/sweep.sh [--config=configs/NAME.py] > sweep.jsonl  (one JSON line per run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:---config=configs/fashion_mnist.py}
 bench() { local run=$1; shift; python -m cgan_jax.benchmark "$config" "$@" 2>/dev/null |
   grep '^{' | sed "s/^{/{\"run\": \"$run\", /"; }
-bench keras --steps 2 --windows 5 --keras
-# Keras (and JAX) under glibc's default malloc: reuse_host_memory is process-wide.
-bench keras_default_malloc --steps 2 --windows 5 --keras --config.reuse_host_memory=false
+bench keras --steps 4 --windows 5 --keras
+bench xla_convs --config.model.conv_impl=xla --steps 2 --windows 3
 for b in 32 64 128 256 512 1024; do
   if [ "$b" -ge 512 ]; then steps=1 windows=2; else steps=2 windows=3; fi
   bench "batch$b" --config.batch_size=$b --config.g_batch_size=$((2 * b)) --steps $steps --windows $windows
