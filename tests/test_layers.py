@@ -53,8 +53,9 @@ def test_conv_patches_equals_conv(kernel, stride, size, impl):
                         nn.Conv(5, (kernel, kernel), (stride, stride), padding='SAME'), x)
 
 
+@pytest.mark.parametrize('impl', ['auto', 'conv'])
 @pytest.mark.parametrize('kernel,channels,size', [(7, 1, 6), (3, 3, 5), (4, 2, 4), (1, 1, 3)])
-def test_conv_shift_add_equals_conv(kernel, channels, size):
+def test_conv_shift_add_equals_conv(kernel, channels, size, impl):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 4))
-  _assert_same_function(layers.ConvShiftAdd(channels, kernel),
+  _assert_same_function(layers.ConvShiftAdd(channels, kernel, impl=impl),
                         nn.Conv(channels, (kernel, kernel), padding='SAME'), x, atol=1e-4)
