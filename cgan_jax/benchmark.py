@@ -131,7 +131,10 @@ class KerasProcess:
     """Seconds the Keras process took for `steps` iterations."""
     self._process.stdin.write(f'{steps}\n')
     self._process.stdin.flush()
-    return float(self._process.stdout.readline())
+    answer = self._process.stdout.readline()
+    if not answer:
+      raise RuntimeError('The Keras tutorial process ended early; see its error above.')
+    return float(answer)
 
   def close(self):
     self._process.stdin.close()
