@@ -116,7 +116,7 @@ class KerasProcess:
   """The Keras tutorial iteration in a process of its own, timed there, window by window.
 
   Its own process keeps TensorFlow's thread pools and allocator settings apart from JAX's
-  (sharing one process slowed the JAX step 1.5x, measured), and each side runs as its users run it.
+  (sharing one process slowed the JAX step 1.7x, measured), and each side runs as its users run it.
   """
 
   def __init__(self, shapes: dict):
