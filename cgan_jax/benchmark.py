@@ -69,6 +69,18 @@ def _flops(compiled) -> float:
   return float(analysis.get('flops', 0.0))
 
 
+def _build(config, info):
+  """The models' init function and the train step for `config`."""
+  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
+  g_tx, d_tx = train.create_optimizers(config)
+  init_fn = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
+                              g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
+                              latent_dim=config.model.latent_dim)
+  step_fn = train.make_train_step(config, generator=generator, discriminator=discriminator,
+                                  g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  return init_fn, step_fn
+
+
 def _model_flops(config, info, state, batch, mesh) -> float:
   """FLOPs of one step as direct convolutions (XLA's own, conv_impl='xla'): the model's work.
 
@@ -77,10 +89,7 @@ def _model_flops(config, info, state, batch, mesh) -> float:
   """
   config = config.copy_and_resolve_references()
   config.model.conv_impl = 'xla'
-  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
-  g_tx, d_tx = train.create_optimizers(config)
-  step_fn = train.make_train_step(config, generator=generator, discriminator=discriminator,
-                                  g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  _, step_fn = _build(config, info)
   return _flops(train.make_sharded_step(step_fn, mesh).lower(state, batch))
 
 
@@ -149,14 +158,8 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   mesh = sharding.make_mesh()
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
   info = _dataset_info(config)
-  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
-  g_tx, d_tx = train.create_optimizers(config)
-  init_fn = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
-                              g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
-                              latent_dim=config.model.latent_dim)
+  init_fn, step_fn = _build(config, info)
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
-  step_fn = train.make_train_step(config, generator=generator, discriminator=discriminator,
-                                  g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
   train_loop = train.make_train_loop(step_fn, mesh)
   batches = _synthetic_batches(config, info, steps, mesh)
 

@@ -29,7 +29,7 @@ class DCGANGenerator(nn.Module):
   norm: str = 'none'  # After each upsampling: 'none', 'batch' or 'cbn' (conditional).
   embed_init_file: Optional[str] = None
   dtype: Any = jnp.float32
-  xla_convs: bool = False  # XLA's own convolutions instead of the per-platform fast layers.
+  layer_impl: str = 'auto'  # The layers' impl: 'auto' (fast per platform) or 'conv' (XLA's).
 
   @nn.compact
   def __call__(self, z, labels, train: bool = True):
@@ -49,15 +49,14 @@ class DCGANGenerator(nn.Module):
         break
       x = layers.ConvTransposeSubpixel(self.width, 4, 2, dtype=self.dtype,
                                        use_bias=self.norm == 'none', name=f'up{i}',
-                                       impl='conv' if self.xla_convs else 'auto')(x)
+                                       impl=self.layer_impl)(x)
       if self.norm != 'none':
         # Statistics synced over the data axis in training; sampling runs outside it.
         x = conditioning.BatchNorm(self.num_classes if self.norm == 'cbn' else None,
                                    axis_name=DATA_AXIS if train else None, name=f'norm{i}')(x, labels)
       x = leaky_relu(x)
     k = self.out_kernel
-    x = layers.ConvShiftAdd(channels, k, dtype=self.dtype, name='to_image',
-                            impl='conv' if self.xla_convs else 'auto')(x)
+    x = layers.ConvShiftAdd(channels, k, dtype=self.dtype, name='to_image', impl=self.layer_impl)(x)
     return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -76,7 +75,7 @@ class DCGANDiscriminator(nn.Module):
   spectral_norm: bool = False  # Every kernel divided by its top singular value (u in batch_stats).
   embed_init_file: Optional[str] = None
   dtype: Any = jnp.float32
-  xla_convs: bool = False  # XLA's own convolutions instead of the per-platform fast layers.
+  layer_impl: str = 'auto'  # The layers' impl: 'auto' (fast per platform) or 'conv' (XLA's).
 
   def _apply(self, layer, x, train):
     """`layer(x)`, spectrally normalised if asked; power iteration advances in training."""
@@ -92,8 +91,7 @@ class DCGANDiscriminator(nn.Module):
         x = self._condition(x, labels)
       if i == self.num_downsamples:
         break
-      conv = layers.ConvPatches(self.width, 3, 2, dtype=self.dtype, name=f'down{i}',
-                                impl='conv' if self.xla_convs else 'auto')
+      conv = layers.ConvPatches(self.width, 3, 2, dtype=self.dtype, name=f'down{i}', impl=self.layer_impl)
       x = leaky_relu(self._apply(conv, x, train))
     x = x.reshape(x.shape[0], -1)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -132,17 +130,17 @@ def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Seq
       raise ValueError(f'model.{name}={m[name]} must be between 0 and model.num_upsamples='
                        f'{m.num_upsamples} (the number of blocks the label can follow).')
   dtype = jnp.dtype(m.dtype)
-  xla_convs = m.conv_impl == 'xla'
+  layer_impl = {'auto': 'auto', 'xla': 'conv'}[m.conv_impl]
   generator = DCGANGenerator(
       num_classes=num_classes, image_shape=tuple(image_shape), latent_dim=m.latent_dim,
       embed_dim=m.embed_dim, width=m.g_width, num_upsamples=m.num_upsamples,
       out_kernel=m.g_out_kernel, conditioning=m.g_conditioning, condition_at=m.g_condition_at,
-      norm=m.g_norm, embed_init_file=m.embed_init_file, dtype=dtype, xla_convs=xla_convs)
+      norm=m.g_norm, embed_init_file=m.embed_init_file, dtype=dtype, layer_impl=layer_impl)
   discriminator = DCGANDiscriminator(
       num_classes=num_classes, embed_dim=m.embed_dim, width=m.d_width,
       num_downsamples=m.num_upsamples, dropout=m.d_dropout, conditioning=m.d_conditioning,
       condition_at=m.d_condition_at, spectral_norm=m.d_spectral_norm,
-      embed_init_file=m.embed_init_file, dtype=dtype, xla_convs=xla_convs)
+      embed_init_file=m.embed_init_file, dtype=dtype, layer_impl=layer_impl)
   return generator, discriminator
 
 
