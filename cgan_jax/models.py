@@ -91,7 +91,8 @@ class DCGANDiscriminator(nn.Module):
         x = self._condition(x, labels)
       if i == self.num_downsamples:
         break
-      conv = layers.ConvPatches(self.width, 3, 2, dtype=self.dtype, name=f'down{i}', impl=self.layer_impl)
+      conv = layers.ConvPatches(self.width, 3, 2, dtype=self.dtype, name=f'down{i}',
+                                impl=self.layer_impl)
       x = leaky_relu(self._apply(conv, x, train))
     x = x.reshape(x.shape[0], -1)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
