@@ -29,10 +29,10 @@ class ConvTransposeSubpixel(nn.Module):
   `impl` 'matmul' gathers each phase's taps as shifted slices (im2col) and multiplies all
   phases in one batched matmul (`_phase_products`): every gradient is a matmul or a slice,
   2.3x faster than 'conv' on XLA:CPU even as one matmul per phase (measured, fwd+bwd of a
-  64x14x14x128 layer). 'winograd' (two taps per phase, as kernel 4 stride 2) computes each
-  phase with Winograd's F(2, 2) algorithm: 9 products per 2x2 output tile instead of 16, its
-  transforms all additions (`_winograd_products`). 'conv' is one stride-1 conv per phase.
-  'auto' picks 'winograd' on CPU where it applies, else 'matmul'; 'conv' elsewhere.
+  64x14x14x128 layer). 'winograd' computes each phase with Winograd's F(m, t) algorithm
+  (`_winograd_products`): for kernel 4 stride 2 (two taps a phase) on the tutorial's 14x14
+  input, 7x2 output tiles take 8*3 products instead of 7*2*4. 'conv' is one stride-1 conv per
+  phase. 'auto' picks 'winograd' on CPU for two taps a phase, else 'matmul'; 'conv' elsewhere.
   """
   features: int
   kernel_size: int = 4
@@ -51,8 +51,9 @@ class ConvTransposeSubpixel(nn.Module):
     impl = self.impl
     if impl == 'auto':
       impl = ('winograd' if t == 2 else 'matmul') if jax.default_backend() == 'cpu' else 'conv'
-    if impl == 'winograd' and t != 2:
-      raise ValueError(f"impl='winograd' needs kernel_size = 2 * stride, got {k} and {s}.")
+    if impl == 'winograd' and t > len(_WINOGRAD_POINTS) + 1:
+      raise ValueError(f"impl='winograd' takes at most {len(_WINOGRAD_POINTS) + 1} taps per phase "
+                       f'(kernel_size / stride), got {t}: use impl="matmul".')
     kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
     bias = (self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias
             else jnp.zeros((self.features,)))
@@ -60,8 +61,9 @@ class ConvTransposeSubpixel(nn.Module):
     taps, offsets = _phase_taps(k, s)
     n, height, width = x.shape[:3]
     if impl == 'winograd':
-      return _winograd_products(x, _winograd_filter(kernel, taps), tuple(int(o) for o in offsets),
-                                s) + bias
+      tiles = _winograd_tiles(x.shape, t, self.features)
+      return _winograd_products(x, _winograd_filter(kernel, taps, tiles),
+                                tuple(int(o) for o in offsets), s, tiles, t) + bias
     phase_kernels = [kernel[taps[ry]][:, taps[rx]] for ry in range(s) for rx in range(s)]
     phase_offsets = [(int(offsets[ry]), int(offsets[rx])) for ry in range(s) for rx in range(s)]
     if impl == 'matmul':
@@ -118,36 +120,84 @@ def _phase_products_bwd(phase_offsets, t, residuals, grad):
 _phase_products.defvjp(_phase_products_fwd, _phase_products_bwd)
 
 
-# Winograd's F(2, 2) (Lavin & Gray, 2016) for a two-tap filter g along one axis: outputs
-# y[2u] = d0 g0 + d1 g1 and y[2u+1] = d1 g0 + d2 g1 are (m0 + m1, m1 + m2) with three products
-# m = (d0 - d1) g0, d1 (g0 + g1), (d2 - d1) g1. In 2-D a 2x2 tile takes 9 products, not 16.
+# Winograd's minimal filtering F(m, r) (Lavin & Gray, 2016): m outputs of an r-tap correlation
+# from n = m + r - 1 products, y = A^T [(G g) * (B^T d)], built here by Toom-Cook from n - 1
+# finite interpolation points and infinity. With more points than these f32 rounding grows fast.
+_WINOGRAD_POINTS = (0, 1, -1, 2, -2, 0.5, -0.5)
 
 
-def _winograd_filter(kernel, taps):
-  """[s*3*s*3, C, F]: each phase's 2x2 taps as 3x3 transformed filters, in (rx, b, ry, a) order."""
-  def transform(g, axis):  # (g0, g0 + g1, g1) along `axis`, which has the two taps.
-    g0, g1 = jnp.take(g, 0, axis), jnp.take(g, 1, axis)
-    return jnp.stack([g0, g0 + g1, g1], axis)
-  rows = jnp.stack([transform(kernel[taps[r]], 0) for r in range(len(taps))])  # [ry, a, k, C, F]
-  both = jnp.stack([transform(rows[:, :, taps[r]], 2) for r in range(len(taps))])
-  return both.transpose(0, 3, 1, 2, 4, 5).reshape(-1, *kernel.shape[2:])
+@functools.lru_cache(maxsize=None)
+def _winograd_matrices(m: int, r: int):
+  """(A^T [m, n], G [n, r], B^T [n, n]) of F(m, r) as float64 numpy arrays."""
+  n = m + r - 1
+  points = _WINOGRAD_POINTS[:n - 1]
+
+  def evaluation(k):  # Rows evaluate a degree k - 1 polynomial at each point, then infinity.
+    return np.array([[p ** i for i in range(k)] for p in points] + [[0] * (k - 1) + [1]], float)
+  # A linear convolution is interpolate(evaluate(a) * evaluate(g)); correlation is its transpose.
+  # The inverse is rational: rounding drops float noise that would add terms of ~1e-17.
+  return evaluation(m).T, evaluation(r), np.round(np.linalg.inv(evaluation(n)), 12).T
 
 
-def _winograd_geometry(size: int, offsets):
+# XLA:CPU runs each product of a batched matmul as one Eigen matmul, which uses a single
+# thread below about 2^24 multiply-adds (measured: [512, 128] @ [128, 128] at half the rate of
+# [1024, 128] @ [128, 128] on 2 cores), so tiles stay small enough to keep products that large.
+_THREADED_MATMUL_MACS = 2**24
+
+
+def _winograd_tiles(x_shape, r: int, features: int):
+  """(m_h, m_w): outputs per tile along each axis, for the fewest products at full matmul speed.
+
+  Columns keep F(2, r): a large tile along the inner axis made the transforms slower (measured).
+  """
+  n, height, width, cin = x_shape
+  m_w = min(2, width)
+  tw = -(-width // m_w)
+
+  def cost(m):  # A threaded matmul first, then the fewest transformed rows, then the smaller m.
+    th = -(-height // m)
+    threaded = n * th * tw * cin * features >= _THREADED_MATMUL_MACS
+    return (not threaded, th * (m + r - 1), m)
+  return min(range(1, len(_WINOGRAD_POINTS) + 3 - r), key=cost), m_w
+
+
+def _mix(arrays, matrix):
+  """[sum_j matrix[k, j] * arrays[j] for each row k], skipping zeros and unit factors."""
+  out = []
+  for row in matrix:
+    terms = [a if c == 1 else -a if c == -1 else float(c) * a for c, a in zip(row, arrays) if c]
+    out.append(functools.reduce(jnp.add, terms))
+  return out
+
+
+def _unstack(a, axis: int):
+  return [jnp.take(a, i, axis) for i in range(a.shape[axis])]
+
+
+def _winograd_filter(kernel, taps, tiles):
+  """[s*n_w*s*n_h, C, F]: each phase's taps transformed (G g G^T), in (rx, b, ry, a) order."""
+  (_, g_h, _), (_, g_w, _) = (_winograd_matrices(m, taps.shape[1]) for m in tiles)
+  rows = jnp.stack([jnp.stack(_mix(_unstack(kernel[tap], 0), g_h)) for tap in taps])
+  both = jnp.stack([jnp.stack(_mix(_unstack(rows[:, :, tap], 2), g_w)) for tap in taps])
+  return both.reshape(-1, *kernel.shape[2:])  # [rx, b, ry, a, C, F] flattened.
+
+
+def _winograd_geometry(size: int, offsets, m: int, r: int):
   """Tiles along an axis, the padding in front, and a padded length every phase's tiles fit in."""
-  tiles = -(-size // 2)
+  tiles = -(-size // m)
   before = max(0, -min(offsets))
-  length = max(before + o + 2 * tiles + 2 for o in offsets)
+  # Tile u reads inputs m * u .. m * u + m + r - 2: whole tiles of m, so the transpose can weave.
+  length = max(before + o + m * (tiles + (m + r - 2) // m) for o in offsets)
   return tiles, before, length
 
 
-def _winograd_input(x, axis: int, starts, tiles: int):
-  """[phases*3, ...]: (d0 - d1, d1, d2 - d1) of each phase's tiles along `axis` (x padded)."""
+def _winograd_input(x, axis: int, starts, tiles: int, m: int, r: int):
+  """[phases*n, ...]: B^T d of each phase's tiles along `axis` (x padded)."""
+  b_t = _winograd_matrices(m, r)[2]
   out = []
   for start in starts:
-    d0, d1, d2 = (jax.lax.slice_in_dim(x, start + j, start + j + 2 * tiles - 1, 2, axis)
-                  for j in range(3))
-    out += [d0 - d1, d1, d2 - d1]
+    out += _mix([jax.lax.slice_in_dim(x, start + j, start + j + m * (tiles - 1) + 1, m, axis)
+                 for j in range(m + r - 1)], b_t)
   return jnp.stack(out)
 
 
@@ -155,74 +205,78 @@ def _pad_axis(a, axis: int, before: int, after: int):
   return jnp.pad(a, [(before, after) if d == axis else (0, 0) for d in range(a.ndim)])
 
 
-def _winograd_input_transpose(v, axis: int, starts, tiles: int, length: int):
-  """The transpose of `_winograd_input`: [phases*3, ...] back to the padded axis of `length`."""
+def _winograd_input_transpose(v, axis: int, starts, tiles: int, length: int, m: int, r: int):
+  """The transpose of `_winograd_input`: [phases*n, ...] back to the padded axis of `length`."""
+  n, spill = m + r - 1, (m + r - 2) // m  # Tile u's inputs reach into tiles u + 1 .. u + spill.
   total = 0
   for i, start in enumerate(starts):
-    v0, v1, v2 = v[3 * i], v[3 * i + 1], v[3 * i + 2]
-    # Rows start + 2u get d0 of tile u and d2 of tile u - 1; rows start + 2u + 1 get d1 of tile u.
-    even = _pad_axis(v0, axis, 0, 1) + _pad_axis(v2, axis, 1, 0)
-    odd = _pad_axis(v1 - v0 - v2, axis, 0, 1)
-    pair = jnp.stack([even, odd], axis + 1)
-    woven = pair.reshape(*pair.shape[:axis], 2 * tiles + 2, *pair.shape[axis + 2:])
-    total = total + _pad_axis(woven, axis, start, length - start - 2 * tiles - 2)
+    d = _mix(_unstack(v[n * i:n * (i + 1)], 0), _winograd_matrices(m, r)[2].T)
+    # Input j of tile u is row start + m * (u + j // m) + j % m.
+    rows = [sum(_pad_axis(d[j], axis, j // m, spill - j // m) for j in range(rem, n, m))
+            for rem in range(m)]
+    pair = jnp.stack(rows, axis + 1)
+    woven = pair.reshape(*pair.shape[:axis], m * (tiles + spill), *pair.shape[axis + 2:])
+    total = total + _pad_axis(woven, axis, start, length - start - m * (tiles + spill))
   return total
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _winograd_products(x, filters, offsets, stride: int):
-  """The transposed conv: input transform, one batched matmul of s*s*9 products, output sum."""
-  return _winograd_products_fwd(x, filters, offsets, stride)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _winograd_products(x, filters, offsets, stride: int, tiles, taps: int):
+  """The transposed conv: input transform, one batched matmul of all products, output transform."""
+  return _winograd_products_fwd(x, filters, offsets, stride, tiles, taps)[0]
 
 
-def _winograd_transformed_input(x, offsets):
-  """[s*3*s*3, N*th*tw, C]: the input transform of every phase and tile, in (rx, b, ry, a) order."""
+def _winograd_transformed_input(x, offsets, tiles, r: int):
+  """[s*n_w*s*n_h, N*th*tw, C]: every phase's and tile's B^T d B, in (rx, b, ry, a) order."""
   n, height, width, cin = x.shape
-  (th, bh, lh), (tw, bw, lw) = (_winograd_geometry(size, offsets) for size in (height, width))
+  (th, bh, lh), (tw, bw, lw) = (_winograd_geometry(size, offsets, m, r)
+                                for size, m in zip((height, width), tiles))
   x = jnp.pad(x, ((0, 0), (bh, lh - bh - height), (bw, lw - bw - width), (0, 0)))
-  rows = _winograd_input(x, 1, [bh + o for o in offsets], th)
-  v = _winograd_input(rows, 3, [bw + o for o in offsets], tw)
+  rows = _winograd_input(x, 1, [bh + o for o in offsets], th, tiles[0], r)
+  v = _winograd_input(rows, 3, [bw + o for o in offsets], tw, tiles[1], r)
   return v.reshape(-1, n * th * tw, cin)
 
 
-def _winograd_output(m, x_shape, stride: int):
-  """[s*3*s*3, T, F] products to the [N, s*H, s*W, F] output: (m0 + m1, m1 + m2) per axis."""
+def _winograd_output(products, x_shape, stride: int, tiles, r: int):
+  """[s*n_w*s*n_h, T, F] products to the [N, s*H, s*W, F] output: A^T M A per phase."""
   n, height, width, _ = x_shape
-  th, tw = -(-height // 2), -(-width // 2)
-  m = m.reshape(stride, 3, stride, 3, n, th, tw, -1)
-  # Overlapping slices, not a stack: XLA fuses them with the transpose and what follows.
-  m = m[:, :, :, :2] + m[:, :, :, 1:]
-  m = m[:, :2] + m[:, 1:]  # [rx, b, ry, a, N, th, tw, F]
-  # Output row (2u + a) * s + ry for tile u: tiles, then a, then the phase.
-  y = m.transpose(4, 5, 3, 2, 6, 1, 0, 7).reshape(n, 2 * th * stride, 2 * tw * stride, -1)
+  (m_h, m_w), (n_h, n_w) = tiles, (tiles[0] + r - 1, tiles[1] + r - 1)
+  th, tw = -(-height // m_h), -(-width // m_w)
+  p = products.reshape(stride, n_w, stride, n_h, n, th, tw, -1)
+  p = jnp.stack(_mix(_unstack(p, 3), _winograd_matrices(m_h, r)[0]), 3)
+  p = jnp.stack(_mix(_unstack(p, 1), _winograd_matrices(m_w, r)[0]), 1)  # [rx, j, ry, i, N, th, tw, F]
+  # Output row (m_h * u + i) * s + ry for tile u: tiles, then i, then the phase.
+  y = p.transpose(4, 5, 3, 2, 6, 1, 0, 7).reshape(n, m_h * th * stride, m_w * tw * stride, -1)
   return y[:, :height * stride, :width * stride]
 
 
-def _winograd_products_fwd(x, filters, offsets, stride):
-  v = _winograd_transformed_input(x, offsets)
-  y = _winograd_output(jnp.einsum('ptc,pcf->ptf', v, filters), x.shape, stride)
+def _winograd_products_fwd(x, filters, offsets, stride, tiles, r):
+  v = _winograd_transformed_input(x, offsets, tiles, r)
+  y = _winograd_output(jnp.einsum('ptc,pcf->ptf', v, filters), x.shape, stride, tiles, r)
   # The transformed input is kept: rebuilding it costs as much memory traffic as the matmul.
   return y, (x, v, filters)
 
 
-def _winograd_products_bwd(offsets, stride, residuals, grad):
+def _winograd_products_bwd(offsets, stride, tiles, r, residuals, grad):
   x, v, filters = residuals
   n, height, width, cin = x.shape
-  (th, bh, lh), (tw, bw, lw) = (_winograd_geometry(size, offsets) for size in (height, width))
-  # Transpose of the output sum: each product's gradient is one or two output gradients.
-  g = jnp.pad(grad, ((0, 0), (0, 2 * th * stride - grad.shape[1]),
-                     (0, 2 * tw * stride - grad.shape[2]), (0, 0)))
-  g = g.reshape(n, th, 2, stride, tw, 2, stride, -1).transpose(6, 5, 3, 2, 0, 1, 4, 7)
-  g = _pad_axis(g, 1, 0, 1) + _pad_axis(g, 1, 1, 0)  # Product 0 feeds output 0; 1 both; 2 output 1.
-  g = _pad_axis(g, 3, 0, 1) + _pad_axis(g, 3, 1, 0)
+  (m_h, m_w), (n_h, n_w) = tiles, (tiles[0] + r - 1, tiles[1] + r - 1)
+  (th, bh, lh), (tw, bw, lw) = (_winograd_geometry(size, offsets, m, r)
+                                for size, m in zip((height, width), tiles))
+  # Transpose of the output transform: A (the transpose of A^T) along each axis.
+  g = jnp.pad(grad, ((0, 0), (0, m_h * th * stride - grad.shape[1]),
+                     (0, m_w * tw * stride - grad.shape[2]), (0, 0)))
+  g = g.reshape(n, th, m_h, stride, tw, m_w, stride, -1).transpose(6, 5, 3, 2, 0, 1, 4, 7)
+  g = jnp.stack(_mix(_unstack(g, 3), _winograd_matrices(m_h, r)[0].T), 3)
+  g = jnp.stack(_mix(_unstack(g, 1), _winograd_matrices(m_w, r)[0].T), 1)
   g = g.reshape(filters.shape[0], n * th * tw, -1)
   d_filters = jnp.einsum('ptc,ptf->pcf', v, g)
   # Against the transposed filters (a small copy the barrier keeps from being folded back):
   # the layer's backward went from 150 to 140 ms at batch 128 (measured).
   filters_t = jax.lax.optimization_barrier(filters.transpose(0, 2, 1))
-  d_v = jnp.einsum('ptf,pfc->ptc', g, filters_t).reshape(stride * 3, stride * 3, n, th, tw, cin)
-  d_rows = _winograd_input_transpose(d_v, 3, [bw + o for o in offsets], tw, lw)
-  d_x = _winograd_input_transpose(d_rows, 1, [bh + o for o in offsets], th, lh)
+  d_v = jnp.einsum('ptf,pfc->ptc', g, filters_t).reshape(stride * n_w, stride * n_h, n, th, tw, cin)
+  d_rows = _winograd_input_transpose(d_v, 3, [bw + o for o in offsets], tw, lw, m_w, r)
+  d_x = _winograd_input_transpose(d_rows, 1, [bh + o for o in offsets], th, lh, m_h, r)
   return d_x[:, bh:bh + height, bw:bw + width], d_filters
 
 
