@@ -139,14 +139,14 @@ def _winograd_matrices(m: int, r: int):
   return evaluation(m).T, evaluation(r), np.round(np.linalg.inv(evaluation(n)), 12).T
 
 
-# XLA:CPU runs each product of a batched matmul as one Eigen matmul, which uses a single
-# thread below about 2^24 multiply-adds (measured: [512, 128] @ [128, 128] at half the rate of
-# [1024, 128] @ [128, 128] on 2 cores), so tiles stay small enough to keep products that large.
+# XLA:CPU runs each product of a batched matmul as one matmul, which it spreads over the
+# threads only from about 2^24 multiply-adds; below that the rate falls towards one thread's
+# (measured on 2 cores: [512 | 768 | 1024, 128] @ [128, 128] at 106, 155 and 206 GFLOP/s).
 _THREADED_MATMUL_MACS = 2**24
 
 
 def _winograd_tiles(x_shape, r: int, features: int):
-  """(m_h, m_w): outputs per tile along each axis, for the fewest products at full matmul speed.
+  """(m_h, m_w): outputs per tile along each axis, for the least estimated matmul time.
 
   Columns keep F(2, r): a large tile along the inner axis made the transforms slower (measured).
   """
@@ -154,10 +154,10 @@ def _winograd_tiles(x_shape, r: int, features: int):
   m_w = min(2, width)
   tw = -(-width // m_w)
 
-  def cost(m):  # A threaded matmul first, then the fewest transformed rows, then the smaller m.
+  def cost(m):  # Transformed rows over the product's relative matmul rate; then the smaller m.
     th = -(-height // m)
-    threaded = n * th * tw * cin * features >= _THREADED_MATMUL_MACS
-    return (not threaded, th * (m + r - 1), m)
+    rate = min(1.0, max(0.5, n * th * tw * cin * features / _THREADED_MATMUL_MACS))
+    return th * (m + r - 1) / rate, m
   return min(range(1, len(_WINOGRAD_POINTS) + 3 - r), key=cost), m_w
 
 

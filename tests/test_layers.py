@@ -63,11 +63,11 @@ def test_winograd_any_tiles_same_function(monkeypatch, kernel, stride, tiles):
                         atol=1e-4)
 
 
-def test_winograd_tiles_keep_matmuls_threaded():
-  # The tutorial's 14x14 layer at batch 128 takes 7-row tiles; at 64 that product would be too small.
-  assert layers._winograd_tiles((128, 14, 14, 128), 2, 128) == (7, 2)
-  m_h, m_w = layers._winograd_tiles((64, 14, 14, 128), 2, 128)
-  assert m_h < 7 and 64 * -(-14 // m_h) * 7 * 128 * 128 >= layers._THREADED_MATMUL_MACS
+def test_winograd_tiles_trade_products_for_matmul_rate():
+  assert layers._winograd_tiles((128, 14, 14, 128), 2, 128) == (7, 2)  # The tutorial's G update.
+  assert layers._winograd_tiles((128, 7, 7, 129), 2, 128) == (4, 2)  # 7x7 would run on one thread.
+  assert layers._winograd_tiles((64, 7, 7, 129), 2, 128) == (2, 2)
+  assert layers._winograd_tiles((2, 7, 7, 3), 2, 5) == (7, 2)  # All on one thread: fewest rows.
 
 
 @pytest.mark.parametrize('impl', ['patches', 'conv'])
