@@ -214,16 +214,16 @@ def _winograd_input_transpose(v, axis: int, starts, tiles: int, length: int, m: 
     # Input j of tile u is row start + m * (u + j // m) + j % m.
     rows = [sum(_pad_axis(d[j], axis, j // m, spill - j // m) for j in range(rem, n, m))
             for rem in range(m)]
-    pair = jnp.stack(rows, axis + 1)
-    woven = pair.reshape(*pair.shape[:axis], m * (tiles + spill), *pair.shape[axis + 2:])
+    tiled = jnp.stack(rows, axis + 1)  # [..., tiles + spill, m, ...]
+    woven = tiled.reshape(*tiled.shape[:axis], m * (tiles + spill), *tiled.shape[axis + 2:])
     total = total + _pad_axis(woven, axis, start, length - start - m * (tiles + spill))
   return total
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _winograd_products(x, filters, offsets, stride: int, tiles, taps: int):
-  """The transposed conv: input transform, one batched matmul of all products, output transform."""
-  return _winograd_products_fwd(x, filters, offsets, stride, tiles, taps)[0]
+def _winograd_products(x, filters, offsets, stride: int, tiles, r: int):
+  """The transposed conv (r taps a phase): input transform, one batched matmul, output transform."""
+  return _winograd_products_fwd(x, filters, offsets, stride, tiles, r)[0]
 
 
 def _winograd_transformed_input(x, offsets, tiles, r: int):
