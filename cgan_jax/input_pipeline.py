@@ -98,6 +98,13 @@ class _Source:
   def _init_folder(self, path):
     if not os.path.isdir(path):
       raise ValueError(f'Image folder {path!r} does not exist; expected PATH/<split>/<label>/*.png.')
+    # A class-per-folder tree without the split level (torchvision's layout) would otherwise
+    # be read as one split per class with no labels.
+    flat = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and any(
+        f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(os.path.join(path, d))))
+    if flat:
+      raise ValueError(f'Image folder {path!r} has images directly in {flat[0]!r}/; expected '
+                       f'PATH/<split>/<label>/*.png: move the class folders into {path}/train/.')
     builder = tfds.ImageFolder(path)
     self._builder = builder
     self.num_classes = builder.info.features['label'].num_classes

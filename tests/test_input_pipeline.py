@@ -81,6 +81,13 @@ def test_real_mnist_folder(tiny_config):
   assert len(set(batch['label'].tolist())) > 5
 
 
+def test_folder_without_split_level_is_a_clear_error(tiny_config, tmp_path):
+  _write_folder(str(tmp_path))
+  tiny_config.dataset = f'folder:{tmp_path / "train"}'  # PATH/<label>/*.png: no split level.
+  with pytest.raises(ValueError, match=r"images directly in 'cat'/.*move the class folders"):
+    input_pipeline.get_info(tiny_config)
+
+
 @pytest.mark.parametrize('dataset,message', [
     ('no_such_dataset_xyz', 'Unknown dataset'),
     ('folder:/no/such/dir', 'does not exist'),
