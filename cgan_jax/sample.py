@@ -1,6 +1,6 @@
 """Draw the classes you ask for from a trained generator: library and command line.
 
-python -m cgan_jax.sample --workdir=DIR --output=grid.png [--num_per_class=10] [--labels=3,7]
+python -m cgan_jax.sample --workdir=DIR --output=grid.png [--num_per_class=10] [--labels=3,Sandal]
     [--truncation=T] [--interpolate [--num_steps=10]] [--per_class_dir=DIR]
 
 A model trained on several attributes (config.labels) takes one value per attribute,
@@ -50,16 +50,29 @@ def noise(seed: int, n: int, latent_dim: int, truncation: Optional[float] = None
   return jax.random.truncated_normal(key, -truncation, truncation, (n, latent_dim))
 
 
-def parse_labels(text: str) -> np.ndarray:
-  """'3,7' -> [3, 7]; '3:1,7:0' (one value per attribute) -> [[3, 1], [7, 0]]."""
-  try:
-    rows = [[int(v) for v in item.split(':')] for item in text.split(',')]
-  except ValueError:
-    raise ValueError(f'--labels must be comma-separated class ids (values of several attributes '
-                     f"joined by ':', e.g. 3:1,7:0), got {text!r}.") from None
+def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
+  """'3,7' or 'Sandal,7' -> [3, 7]; '3:1,7:0' (one value per attribute) -> [[3, 1], [7, 0]].
+
+  A value is a class id or, given the dataset's `class_names` (one list per attribute when
+  there are several), a class name in any case.
+  """
+  rows = [[v.strip() for v in item.split(':')] for item in text.split(',')]
   if len({len(r) for r in rows}) > 1:
     raise ValueError(f'--labels={text!r} gives different numbers of attribute values.')
-  return np.array(rows if len(rows[0]) > 1 else [r[0] for r in rows], np.int32)
+  names = list(class_names) if len(rows[0]) > 1 else [class_names]
+  names += [()] * (len(rows[0]) - len(names))
+
+  def value(v, attribute_names):
+    if v.lstrip('-').isdigit():
+      return int(v)
+    ids = {str(n).lower(): i for i, n in enumerate(attribute_names)}
+    if v.lower() not in ids:
+      known = f" or one of the class names {list(attribute_names)}" if ids else ''
+      raise ValueError(f"--labels takes comma-separated class ids{known} (values of several "
+                       f"attributes joined by ':', e.g. 3:1,7:0), got {v!r} in {text!r}.")
+    return ids[v.lower()]
+  values = [[value(v, n) for v, n in zip(row, names)] for row in rows]
+  return np.array(values if len(rows[0]) > 1 else [r[0] for r in values], np.int32)
 
 
 def check_labels(labels, num_classes) -> np.ndarray:
@@ -190,13 +203,13 @@ def write_per_class(directory: str, images: np.ndarray, labels: np.ndarray,
 
 
 def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class: int = 10,
-                   labels: Optional[Sequence] = None, step: Optional[int] = None,
+                   labels: Optional[Sequence | str] = None, step: Optional[int] = None,
                    seed: int = 0, use_ema: bool = True, truncation: Optional[float] = None,
                    interpolate_steps: int = 0, per_class_dir: Optional[str] = None,
                    progress: bool = False) -> str:
   """Restores G from `workdir` and writes a grid (.png), arrays x, y (.npz) and/or PNG folders.
 
-  With `interpolate_steps` > 0 each label gets a row of that many images between two fixed
+  `labels` may be --labels text (class ids or names). With `interpolate_steps` > 0 each label gets a row of that many images between two fixed
   noise vectors instead of `num_per_class` random samples.
   """
   if output is None and per_class_dir is None:
@@ -207,6 +220,8 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
   params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
   generator = build_generator(config, dataset)
   num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
+  if isinstance(labels, str):
+    labels = parse_labels(labels, dataset.get('class_names', ()))
   labels = input_pipeline.default_labels(num_classes) if labels is None else labels
   latent_dim = config.model.latent_dim
   if interpolate_steps:
@@ -238,9 +253,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    labels = parse_labels(FLAGS.labels) if FLAGS.labels else None
     print(sample_to_file(FLAGS.workdir, FLAGS.output, num_per_class=FLAGS.num_per_class,
-                         labels=labels, step=FLAGS.step, seed=FLAGS.seed, use_ema=FLAGS.ema,
+                         labels=FLAGS.labels or None, step=FLAGS.step, seed=FLAGS.seed, use_ema=FLAGS.ema,
                          truncation=FLAGS.truncation,
                          interpolate_steps=FLAGS.num_steps if FLAGS.interpolate else 0,
                          per_class_dir=FLAGS.per_class_dir, progress=True))
@@ -252,8 +266,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
   flags.DEFINE_string('output', None, 'FILE.png for a grid, FILE.npz for arrays x, y.')
   flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.')
-  flags.DEFINE_string('labels', None, "Comma-separated class ids (attribute values joined by ':'); "
-                      'default: every class.')
+  flags.DEFINE_string('labels', None, "Comma-separated class ids or names (attribute values "
+                      "joined by ':'); default: every class.")
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   flags.DEFINE_bool('ema', True, "Sample the EMA of G's weights (the raw weights with --noema).")

@@ -53,6 +53,7 @@ def test_sampling_is_seeded_and_conditional(trained_workdir, tmp_path):
 
 @pytest.mark.parametrize('args,message', [
     (['--labels=3,10'], 'out of range'),
+    (['--labels=3,seven'], "class names ['0', '1'"),
     (['--step=999'], 'No checkpoint for step 999'),
 ])
 def test_sample_cli_errors(trained_workdir, tmp_path, args, message):
