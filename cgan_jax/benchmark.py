@@ -230,6 +230,7 @@ def main(argv):
     host_memory.keep_freed_memory()
   keras = None
   try:
+    train.check_config(config)
     if FLAGS.keras:
       info = _dataset_info(config)
       keras = KerasProcess(dict(

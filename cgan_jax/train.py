@@ -312,8 +312,31 @@ def _check_workdir(workdir: str):
                           'choose a directory you can write to.') from None
 
 
+# Smallest value of each integer field; fields not listed are checked where they are used.
+_MINIMUM = {'batch_size': 1, 'g_batch_size': 0, 'num_train_steps': 0, 'steps_per_loop': 1,
+            'd_steps': 1, 'image_size': 0, 'shuffle_buffer': 1, 'keep_checkpoints': 1,
+            'num_samples_per_class': 1, 'log_every_steps': 0, 'sample_every_steps': 0,
+            'checkpoint_every_steps': 0, 'eval_every_steps': 0, 'model.latent_dim': 1,
+            'model.embed_dim': 1, 'model.g_width': 1, 'model.d_width': 1,
+            'model.num_upsamples': 0, 'model.g_out_kernel': 1}
+
+
+def check_config(config: ml_collections.ConfigDict):
+  """A one-line error for a config value no run can use, before anything is built."""
+  for name, minimum in _MINIMUM.items():
+    value = functools.reduce(lambda c, key: c[key], name.split('.'), config)
+    if value < minimum:
+      raise ValueError(f'config.{name}={value} must be at least {minimum}.')
+  if config.num_channels not in (0, 1, 3):
+    raise ValueError(f'config.num_channels={config.num_channels} must be 1 (gray), 3 (RGB) or 0 '
+                     "(the dataset's own).")
+  if not 0 <= config.model.d_dropout < 1:
+    raise ValueError(f'config.model.d_dropout={config.model.d_dropout} must be in [0, 1).')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the newest checkpoint in `workdir`) for `config.num_train_steps`."""
+  check_config(config)
   _check_workdir(workdir)
   mesh = sharding.make_mesh()
   local_batch = sharding.local_batch_size(config.batch_size, mesh)

@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -296,3 +297,19 @@ def test_unknown_config_field_is_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1] == (
       "Error: unknown config field 'widht' in a --config.* flag; the fields are listed in "
       'configs/default.py.')
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('batch_size', 0, 'config.batch_size=0 must be at least 1.'),
+    ('num_channels', 4, 'config.num_channels=4 must be 1 (gray), 3 (RGB) or 0'),
+    ('model.latent_dim', 0, 'config.model.latent_dim=0 must be at least 1.'),
+    ('model.d_dropout', 1.0, 'config.model.d_dropout=1.0 must be in [0, 1).'),
+])
+def test_out_of_range_config_value_is_one_line_and_writes_nothing(tmp_path, field, value, message):
+  config = make_tiny_config()
+  *parents, leaf = field.split('.')
+  functools.reduce(lambda c, key: c[key], parents, config)[leaf] = value
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError, match='^' + re.escape(message)):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
