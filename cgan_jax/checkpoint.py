@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 from typing import Optional
 
 from absl import logging
@@ -23,6 +24,17 @@ _IMPLEMENTATION_FIELDS = ('conv_impl',)
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def check_writable(directory: str, flag: str = '--workdir'):
+  """Creates `directory` if needed; a one-line PermissionError unless a file can be written there."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory):
+      pass
+  except OSError as e:
+    raise PermissionError(f'Cannot write to {flag}={directory} ({e.strerror}); '
+                          'choose a directory you can write to.') from None
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from cgan_jax import checkpoint
 from cgan_jax import input_pipeline
 from cgan_jax import sharding
 from cgan_jax.sharding import DATA_AXIS
@@ -97,6 +98,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise ValueError(f'{workdir} already holds a classifier; choose a new --workdir '
                      '(nothing was deleted).')
+  checkpoint.check_writable(workdir)
   info = input_pipeline.get_info(config)
   if isinstance(info.num_classes, tuple):
     first = config.labels.split(',')[0].strip()
@@ -171,7 +173,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
   try:
     dataset = train(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     raise SystemExit(f'Error: {e}') from None
   print(f"Saved the classifier to {FLAGS.workdir}: {dataset['test_split']} accuracy "
         f"{dataset['test_accuracy']:.4f} on {dataset['name']}.")

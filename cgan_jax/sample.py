@@ -217,6 +217,10 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
   ext = output and os.path.splitext(output)[1].lower()
   if output and ext not in ('.png', '.npz'):
     raise ValueError(f'--output must end in .png (a grid) or .npz (arrays x, y), got {output!r}.')
+  for directory, flag in ((output and os.path.dirname(os.path.abspath(output)), '--output'),
+                          (per_class_dir, '--per_class_dir')):
+    if directory:
+      checkpoint.check_writable(directory, flag)
   params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
   generator = build_generator(config, dataset)
   num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
@@ -234,7 +238,6 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
     num_columns = len(labels)  # One column per label.
   written = []
   if output:
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if ext == '.png':
       write_png(output, grid(x, num_columns=num_columns))
     else:
@@ -258,7 +261,7 @@ def main(argv):
                          truncation=FLAGS.truncation,
                          interpolate_steps=FLAGS.num_steps if FLAGS.interpolate else 0,
                          per_class_dir=FLAGS.per_class_dir, progress=True))
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     raise SystemExit(f'Error: {e}') from None
 
 

@@ -3,7 +3,6 @@
 import functools
 import os
 import signal
-import tempfile
 import threading
 import time
 from typing import Any
@@ -302,16 +301,6 @@ class NonFiniteError(RuntimeError):
   """A step produced NaN or inf and config.on_nonfinite says to stop."""
 
 
-def _check_workdir(workdir: str):
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise PermissionError(f'Cannot write to --workdir={workdir} ({e.strerror}); '
-                          'choose a directory you can write to.') from None
-
-
 # Smallest value of each integer field; fields not listed are checked where they are used.
 _MINIMUM = {'batch_size': 1, 'g_batch_size': 0, 'num_train_steps': 0, 'steps_per_loop': 1,
             'd_steps': 1, 'image_size': 0, 'shuffle_buffer': 1, 'keep_checkpoints': 1,
@@ -337,7 +326,7 @@ def check_config(config: ml_collections.ConfigDict):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the newest checkpoint in `workdir`) for `config.num_train_steps`."""
   check_config(config)
-  _check_workdir(workdir)
+  checkpoint.check_writable(workdir)
   mesh = sharding.make_mesh()
   local_batch = sharding.local_batch_size(config.batch_size, mesh)
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')

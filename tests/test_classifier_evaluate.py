@@ -51,6 +51,8 @@ def test_classifier_is_saved_and_accurate(judge_dir):
   assert features.shape == (len(labels), config.classifier.feature_dim)
   with pytest.raises(ValueError, match='already holds a classifier'):
     classifier.train(config, judge_dir)
+  with pytest.raises(PermissionError, match='Cannot write to --workdir=/proc/cgan_jax_judge'):
+    classifier.train(config, '/proc/cgan_jax_judge')  # Before any training step.
 
 
 def test_periodic_eval_keeps_the_best_checkpoint(trained_workdir):

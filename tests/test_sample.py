@@ -54,6 +54,7 @@ def test_sampling_is_seeded_and_conditional(trained_workdir, tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--labels=3,10'], 'out of range'),
     (['--labels=3,seven'], "class names ['0', '1'"),
+    (['--output=/proc/cgan_jax_test/x.png'], 'Cannot write to --output=/proc/cgan_jax_test'),
     (['--step=999'], 'No checkpoint for step 999'),
 ])
 def test_sample_cli_errors(trained_workdir, tmp_path, args, message):
