@@ -27,7 +27,7 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def check_writable(directory: str, flag: str = '--workdir'):
-  """Creates `directory` if needed; a one-line PermissionError unless a file can be written there."""
+  """Makes `directory` if needed; a one-line PermissionError if no file can be written there."""
   try:
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory):

@@ -209,8 +209,9 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
                    progress: bool = False) -> str:
   """Restores G from `workdir` and writes a grid (.png), arrays x, y (.npz) and/or PNG folders.
 
-  `labels` may be --labels text (class ids or names). With `interpolate_steps` > 0 each label gets a row of that many images between two fixed
-  noise vectors instead of `num_per_class` random samples.
+  `labels` may also be --labels text (class ids or names). With `interpolate_steps` > 0 each
+  label gets a row of that many images between two fixed noise vectors instead of
+  `num_per_class` random samples.
   """
   if output is None and per_class_dir is None:
     raise ValueError('Nothing to write: give --output=FILE.png|FILE.npz and/or --per_class_dir=DIR.')
@@ -257,8 +258,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     print(sample_to_file(FLAGS.workdir, FLAGS.output, num_per_class=FLAGS.num_per_class,
-                         labels=FLAGS.labels or None, step=FLAGS.step, seed=FLAGS.seed, use_ema=FLAGS.ema,
-                         truncation=FLAGS.truncation,
+                         labels=FLAGS.labels or None, step=FLAGS.step, seed=FLAGS.seed,
+                         use_ema=FLAGS.ema, truncation=FLAGS.truncation,
                          interpolate_steps=FLAGS.num_steps if FLAGS.interpolate else 0,
                          per_class_dir=FLAGS.per_class_dir, progress=True))
   except (ValueError, OSError) as e:
