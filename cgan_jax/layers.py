@@ -29,9 +29,12 @@ class ConvTransposeSubpixel(nn.Module):
   `impl` 'matmul' gathers each phase's taps as shifted slices (im2col) and multiplies all
   phases in one batched matmul (`_phase_products`): every gradient is a matmul or a slice,
   2.3x faster than 'conv' on XLA:CPU even as one matmul per phase (measured, fwd+bwd of a
-  64x14x14x128 layer). 'winograd' computes each phase with Winograd's F(m, t) algorithm
-  (`_winograd_products`): for kernel 4 stride 2 (two taps a phase) on the tutorial's 14x14
-  input, 7x2 output tiles take 8*3 products instead of 7*2*4. 'conv' is one stride-1 conv per
+  64x14x14x128 layer). 'winograd' computes the phases with Winograd's F(m, t) algorithm
+  (`_winograd_products`) on windows they all share (each phase's tiles shifted to start where
+  the others' do), so one transformed input feeds a single product per point with every phase's
+  filters side by side: for kernel 4 stride 2 (two taps a phase) on the tutorial's 14x14 input,
+  3x3 tiles of 5x5 outputs take 6*6 products of 4F columns each, 0.41x the multiplications of
+  the direct phases, with one input transform instead of four. 'conv' is one stride-1 conv per
   phase. 'auto' picks 'winograd' on CPU for two taps a phase, else 'matmul'; 'conv' elsewhere.
   """
   features: int
@@ -61,9 +64,9 @@ class ConvTransposeSubpixel(nn.Module):
     taps, offsets = _phase_taps(k, s)
     n, height, width = x.shape[:3]
     if impl == 'winograd':
-      tiles = _winograd_tiles(x.shape, t, self.features)
-      return _winograd_products(x, _winograd_filter(kernel, taps, tiles),
-                                tuple(int(o) for o in offsets), s, tiles, t) + bias
+      offsets = tuple(int(o) for o in offsets)
+      tiles = _winograd_tiles(x.shape, offsets, t, s * s * self.features)
+      return _winograd_products(x, _winograd_filter(kernel, taps, tiles), offsets, s, tiles, t) + bias
     phase_kernels = [kernel[taps[ry]][:, taps[rx]] for ry in range(s) for rx in range(s)]
     phase_offsets = [(int(offsets[ry]), int(offsets[rx])) for ry in range(s) for rx in range(s)]
     if impl == 'matmul':
@@ -145,20 +148,33 @@ def _winograd_matrices(m: int, r: int):
 _THREADED_MATMUL_MACS = 2**24
 
 
-def _winograd_tiles(x_shape, r: int, features: int):
-  """(m_h, m_w): outputs per tile along each axis, for the least estimated matmul time.
+def _winograd_geometry(size: int, offsets, m: int, r: int):
+  """(tiles, padding in front, padded length, first input, each phase's output shift) of an axis.
 
-  Columns keep F(2, r): a large tile along the inner axis made the transforms slower (measured).
+  Every phase reads the same windows: phase p's tile u computes its outputs m * u - shift_p ..
+  m * u - shift_p + m - 1, shift_p = offsets[p] - min(offsets), so that its window starts at
+  m * u + min(offsets) as the others' do. Rows a shift pushes out of range are dropped.
   """
-  n, height, width, cin = x_shape
-  m_w = min(2, width)
-  tw = -(-width // m_w)
+  first = min(offsets)
+  shifts = tuple(o - first for o in offsets)
+  tiles = -(-(size + max(shifts)) // m)
+  before = max(0, -first)
+  # Tile u reads inputs m * u .. m * u + m + r - 2: whole tiles of m, so the transpose can weave.
+  length = max(before + first + m * (tiles + (m + r - 2) // m), before + size)
+  return tiles, before, length, first, shifts
 
-  def cost(m):  # Transformed rows over the product's relative matmul rate; then the smaller m.
-    th = -(-height // m)
+
+def _winograd_tiles(x_shape, offsets, r: int, features: int):
+  """(m_h, m_w): outputs per tile along each axis, for the least estimated matmul time."""
+  n, height, width, cin = x_shape
+  sizes = range(1, len(_WINOGRAD_POINTS) + 3 - r)
+
+  def cost(tiles):  # Transformed rows over the product's relative matmul rate; then the smaller m.
+    (th, *_), (tw, *_) = (_winograd_geometry(size, offsets, m, r)
+                          for size, m in zip((height, width), tiles))
     rate = min(1.0, max(0.5, n * th * tw * cin * features / _THREADED_MATMUL_MACS))
-    return th * (m + r - 1) / rate, m
-  return min(range(1, len(_WINOGRAD_POINTS) + 3 - r), key=cost), m_w
+    return th * tw * (tiles[0] + r - 1) * (tiles[1] + r - 1) / rate, tiles
+  return min(((m_h, m_w) for m_h in sizes for m_w in sizes), key=cost)
 
 
 def _mix(arrays, matrix):
@@ -175,49 +191,35 @@ def _unstack(a, axis: int):
 
 
 def _winograd_filter(kernel, taps, tiles):
-  """[s*s*n_w*n_h, C, F]: each phase's taps transformed (G g G^T), in (ry, rx, b, a) order."""
+  """[n_w*n_h, C, s*s*F]: every phase's taps transformed (G g G^T), phases side by side."""
   (_, g_h, _), (_, g_w, _) = (_winograd_matrices(m, taps.shape[1]) for m in tiles)
   rows = jnp.stack([jnp.stack(_mix(_unstack(kernel[tap], 0), g_h)) for tap in taps])
   both = jnp.stack([jnp.stack(_mix(_unstack(rows[:, :, tap], 2), g_w)) for tap in taps])
-  return both.transpose(2, 0, 1, 3, 4, 5).reshape(-1, *kernel.shape[2:])
+  # [rx, b, ry, a, C, F] -> [b, a, C, ry, rx, F]
+  s, (cin, features) = taps.shape[0], kernel.shape[2:]
+  return both.transpose(1, 3, 4, 2, 0, 5).reshape(-1, cin, s * s * features)
 
 
-def _winograd_geometry(size: int, offsets, m: int, r: int):
-  """Tiles along an axis, the padding in front, and a padded length every phase's tiles fit in."""
-  tiles = -(-size // m)
-  before = max(0, -min(offsets))
-  # Tile u reads inputs m * u .. m * u + m + r - 2: whole tiles of m, so the transpose can weave.
-  length = max(before + o + m * (tiles + (m + r - 2) // m) for o in offsets)
-  return tiles, before, length
-
-
-def _winograd_input(x, axis: int, starts, tiles: int, m: int, r: int, stack_axis: int = 0):
-  """B^T d of each phase's tiles along `axis` (x padded), stacked as [phases*n] at `stack_axis`."""
-  b_t = _winograd_matrices(m, r)[2]
-  out = []
-  for start in starts:
-    out += _mix([jax.lax.slice_in_dim(x, start + j, start + j + m * (tiles - 1) + 1, m, axis)
-                 for j in range(m + r - 1)], b_t)
-  return jnp.stack(out, stack_axis)
+def _winograd_input(x, axis: int, start: int, tiles: int, m: int, r: int):
+  """B^T d of the tiles along `axis` (x padded), stacked as a new leading axis of n points."""
+  return jnp.stack(_mix([jax.lax.slice_in_dim(x, start + j, start + j + m * (tiles - 1) + 1, m, axis)
+                         for j in range(m + r - 1)], _winograd_matrices(m, r)[2]))
 
 
 def _pad_axis(a, axis: int, before: int, after: int):
   return jnp.pad(a, [(before, after) if d == axis else (0, 0) for d in range(a.ndim)])
 
 
-def _winograd_input_transpose(v, axis: int, starts, tiles: int, length: int, m: int, r: int):
-  """The transpose of `_winograd_input`: [phases*n, ...] back to the padded axis of `length`."""
-  n, spill = m + r - 1, (m + r - 2) // m  # Tile u's inputs reach into tiles u + 1 .. u + spill.
-  total = 0
-  for i, start in enumerate(starts):
-    d = _mix(_unstack(v[n * i:n * (i + 1)], 0), _winograd_matrices(m, r)[2].T)
-    # Input j of tile u is row start + m * (u + j // m) + j % m.
-    rows = [sum(_pad_axis(d[j], axis, j // m, spill - j // m) for j in range(rem, n, m))
-            for rem in range(m)]
-    tiled = jnp.stack(rows, axis + 1)  # [..., tiles + spill, m, ...]
-    woven = tiled.reshape(*tiled.shape[:axis], m * (tiles + spill), *tiled.shape[axis + 2:])
-    total = total + _pad_axis(woven, axis, start, length - start - m * (tiles + spill))
-  return total
+def _winograd_input_transpose(v, axis: int, start: int, tiles: int, length: int, m: int, r: int):
+  """The transpose of `_winograd_input`: [n, ...] back to the padded axis of `length`."""
+  spill = (m + r - 2) // m  # Tile u's inputs reach into tiles u + 1 .. u + spill.
+  d = _mix(_unstack(v, 0), _winograd_matrices(m, r)[2].T)
+  # Input j of tile u is row start + m * (u + j // m) + j % m.
+  rows = [sum(_pad_axis(d[j], axis, j // m, spill - j // m) for j in range(rem, m + r - 1, m))
+          for rem in range(m)]
+  tiled = jnp.stack(rows, axis + 1)  # [..., tiles + spill, m, ...]
+  woven = tiled.reshape(*tiled.shape[:axis], m * (tiles + spill), *tiled.shape[axis + 2:])
+  return _pad_axis(woven, axis, start, length - start - m * (tiles + spill))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -226,65 +228,69 @@ def _winograd_products(x, filters, offsets, stride: int, tiles, r: int):
   return _winograd_products_fwd(x, filters, offsets, stride, tiles, r)[0]
 
 
+def _geometries(x_shape, offsets, tiles, r: int):
+  return [_winograd_geometry(size, offsets, m, r) for size, m in zip(x_shape[1:3], tiles)]
+
+
 def _winograd_transformed_input(x, offsets, tiles, r: int):
-  """[s*s*n_w*n_h, N*th*tw, C]: every phase's and tile's B^T d B, in (ry, rx, b, a) order."""
+  """[n_w*n_h, N*th*tw, C]: every tile's B^T d B, shared by all phases, points in (b, a) order."""
   n, height, width, cin = x.shape
-  (th, bh, lh), (tw, bw, lw) = (_winograd_geometry(size, offsets, m, r)
-                                for size, m in zip((height, width), tiles))
+  (th, bh, lh, fh, _), (tw, bw, lw, fw, _) = _geometries(x.shape, offsets, tiles, r)
   x = jnp.pad(x, ((0, 0), (bh, lh - bh - height), (bw, lw - bw - width), (0, 0)))
-  rows = _winograd_input(x, 1, [bh + o for o in offsets], th, tiles[0], r)
-  rows = rows.reshape(len(offsets), -1, *rows.shape[1:])  # [ry, a, N, th, W, C]
-  v = _winograd_input(rows, 4, [bw + o for o in offsets], tw, tiles[1], r, stack_axis=1)
-  return v.reshape(-1, n * th * tw, cin)  # [ry, (rx, b), a, N, th, tw, C] flattened.
+  rows = _winograd_input(x, 1, bh + fh, th, tiles[0], r)  # [a, N, th, W, C]
+  v = _winograd_input(rows, 3, bw + fw, tw, tiles[1], r)  # [b, a, N, th, tw, C]
+  return v.reshape(-1, n * th * tw, cin)
 
 
-def _winograd_output(products, x_shape, stride: int, tiles, r: int):
-  """[s*s*n_w*n_h, T, F] products to the [N, s*H, s*W, F] output: A^T M A per phase."""
+def _winograd_output(products, x_shape, offsets, stride: int, tiles, r: int):
+  """[n_w*n_h, T, s*s*F] products to the [N, s*H, s*W, F] output: A^T M A, then depth-to-space."""
   n, height, width, _ = x_shape
   m_h, m_w = tiles
-  th, tw = -(-height // m_h), -(-width // m_w)
-  # One batched matmul over the products of each phase: as sums of slices XLA:CPU made two
-  # passes over the products and one over the output (fwd of the 14x14 layer 17.7 vs 11.0 ms).
+  (th, _, _, _, shift_h), (tw, _, _, _, shift_w) = _geometries(x_shape, offsets, tiles, r)
+  # One matmul for the whole transform: as sums of slices XLA:CPU made two passes over the
+  # products and one over the output (fwd of the 14x14 layer 17.7 vs 11.0 ms).
   a_h, a_w = (_winograd_matrices(m, r)[0] for m in tiles)
   a_t = jnp.asarray(np.kron(a_w, a_h), products.dtype)  # [(j, i), (b, a)]: A^T along both axes.
-  a_t = jnp.broadcast_to(a_t, (stride * stride, *a_t.shape))
-  y = jnp.einsum('qek,qkx->qex', a_t, products.reshape(stride * stride, a_t.shape[2], -1))
-  # Output row (m_h * u + i) * s + ry for tile u: tiles, then i, then the phase.
-  y = y.reshape(stride, stride, m_w, m_h, n, th, tw, -1).transpose(4, 5, 3, 0, 6, 2, 1, 7)
-  y = y.reshape(n, m_h * th * stride, m_w * tw * stride, -1)
-  return y[:, :height * stride, :width * stride]
+  y = (a_t @ products.reshape(a_t.shape[1], -1)).reshape(m_w, m_h, n, th, tw, stride, stride, -1)
+  y = y.transpose(2, 3, 1, 4, 0, 5, 6, 7).reshape(n, th * m_h, tw * m_w, stride, stride, -1)
+  # Phase (ry, rx) holds output row (m_h * u + i - shift_h[ry]) * s + ry, and so for columns.
+  y = jnp.stack([y[:, o:o + height, :, ry] for ry, o in enumerate(shift_h)], 2)
+  y = jnp.stack([y[:, :, :, o:o + width, rx] for rx, o in enumerate(shift_w)], 4)
+  return y.reshape(n, height * stride, width * stride, -1)
 
 
 def _winograd_products_fwd(x, filters, offsets, stride, tiles, r):
   v = _winograd_transformed_input(x, offsets, tiles, r)
-  y = _winograd_output(jnp.einsum('ptc,pcf->ptf', v, filters), x.shape, stride, tiles, r)
+  products = jnp.einsum('ptc,pcf->ptf', v, filters)
   # The transformed input is kept: rebuilding it costs as much memory traffic as the matmul.
-  return y, (x, v, filters)
+  return _winograd_output(products, x.shape, offsets, stride, tiles, r), (x, v, filters)
 
 
 def _winograd_products_bwd(offsets, stride, tiles, r, residuals, grad):
   x, v, filters = residuals
   n, height, width, cin = x.shape
-  (m_h, m_w), (n_h, n_w) = tiles, (tiles[0] + r - 1, tiles[1] + r - 1)
-  (th, bh, lh), (tw, bw, lw) = (_winograd_geometry(size, offsets, m, r)
-                                for size, m in zip((height, width), tiles))
-  # Transpose of the output transform: A (the transpose of A^T) along each axis.
-  g = jnp.pad(grad, ((0, 0), (0, m_h * th * stride - grad.shape[1]),
-                     (0, m_w * tw * stride - grad.shape[2]), (0, 0)))
-  g = g.reshape(n, th, m_h, stride, tw, m_w, stride, -1).transpose(3, 6, 5, 2, 0, 1, 4, 7)
-  # As sums of slices: here XLA fuses them with the transpose (a batched matmul, as in the
-  # forward, made the step slower: 0.471 vs 0.463 s).
-  g = jnp.stack(_mix(_unstack(g, 3), _winograd_matrices(m_h, r)[0].T), 3)
-  g = jnp.stack(_mix(_unstack(g, 2), _winograd_matrices(m_w, r)[0].T), 2)  # [ry, rx, b, a, ...]
+  m_h, m_w = tiles
+  (th, bh, lh, fh, shift_h), (tw, bw, lw, fw, shift_w) = _geometries(x.shape, offsets, tiles, r)
+  # Transpose of the output transform: each phase back into its shifted place among whole
+  # tiles (zeros where the forward dropped rows), then A (A^T transposed) along each axis.
+  g = grad.reshape(n, height, stride, width, stride, -1)
+  g = jnp.stack([jnp.stack([
+      jnp.pad(g[:, :, ry, :, rx], ((0, 0), (oh, th * m_h - height - oh),
+                                   (ow, tw * m_w - width - ow), (0, 0)))
+      for rx, ow in enumerate(shift_w)], 3) for ry, oh in enumerate(shift_h)], 3)
+  g = g.reshape(n, th, m_h, tw, m_w, stride, stride, -1).transpose(4, 2, 0, 1, 3, 5, 6, 7)
+  # As sums of slices: here XLA fuses them with the transpose (a matmul, as in the forward,
+  # made the step slower: 0.471 vs 0.463 s, per-phase products).
+  g = jnp.stack(_mix(_unstack(g, 1), _winograd_matrices(m_h, r)[0].T), 1)
+  g = jnp.stack(_mix(_unstack(g, 0), _winograd_matrices(m_w, r)[0].T), 0)  # [b, a, N, th, tw, ...]
   g = g.reshape(filters.shape[0], n * th * tw, -1)
   d_filters = jnp.einsum('ptc,ptf->pcf', v, g)
   # Against the transposed filters (a small copy the barrier keeps from being folded back):
-  # the layer's backward went from 150 to 140 ms at batch 128 (measured).
+  # the layer's backward went from 150 to 140 ms at batch 128 (measured, per-phase products).
   filters_t = jax.lax.optimization_barrier(filters.transpose(0, 2, 1))
-  d_v = jnp.einsum('ptf,pfc->ptc', g, filters_t).reshape(stride, stride * n_w, n_h, n, th, tw, cin)
-  d_v = d_v.transpose(1, 0, 2, 3, 4, 5, 6).reshape(stride * n_w, stride * n_h, n, th, tw, cin)
-  d_rows = _winograd_input_transpose(d_v, 3, [bw + o for o in offsets], tw, lw, m_w, r)
-  d_x = _winograd_input_transpose(d_rows, 1, [bh + o for o in offsets], th, lh, m_h, r)
+  d_v = jnp.einsum('ptf,pfc->ptc', g, filters_t).reshape(m_w + r - 1, m_h + r - 1, n, th, tw, cin)
+  d_rows = _winograd_input_transpose(d_v, 3, bw + fw, tw, lw, m_w, r)
+  d_x = _winograd_input_transpose(d_rows, 1, bh + fh, th, lh, m_h, r)
   return d_x[:, bh:bh + height, bw:bw + width], d_filters
 
 

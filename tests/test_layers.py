@@ -64,10 +64,12 @@ def test_winograd_any_tiles_same_function(monkeypatch, kernel, stride, tiles):
 
 
 def test_winograd_tiles_trade_products_for_matmul_rate():
-  assert layers._winograd_tiles((128, 14, 14, 128), 2, 128) == (7, 2)  # The tutorial's G update.
-  assert layers._winograd_tiles((128, 7, 7, 129), 2, 128) == (4, 2)  # 7x7 would run on one thread.
-  assert layers._winograd_tiles((64, 7, 7, 129), 2, 128) == (2, 2)
-  assert layers._winograd_tiles((2, 7, 7, 3), 2, 5) == (7, 2)  # All on one thread: fewest rows.
+  offsets = (-1, 0)  # Kernel 4, stride 2: each phase's first input; products have 4F columns.
+  assert layers._winograd_tiles((128, 14, 14, 128), offsets, 2, 512) == (5, 5)  # The G update.
+  assert layers._winograd_tiles((64, 7, 7, 129), offsets, 2, 512) == (4, 4)
+  # At batch 16, 5x5 tiles' products would fall below the threaded size: smaller tiles.
+  assert layers._winograd_tiles((16, 14, 14, 128), offsets, 2, 512) == (3, 5)
+  assert layers._winograd_tiles((2, 7, 7, 3), offsets, 2, 20) == (4, 4)  # One thread: fewest rows.
 
 
 @pytest.mark.parametrize('impl', ['patches', 'conv'])
