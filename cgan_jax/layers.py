@@ -66,7 +66,8 @@ class ConvTransposeSubpixel(nn.Module):
     if impl == 'winograd':
       offsets = tuple(int(o) for o in offsets)
       tiles = _winograd_tiles(x.shape, offsets, t, s * s * self.features)
-      return _winograd_products(x, _winograd_filter(kernel, taps, tiles), offsets, s, tiles, t) + bias
+      filters = _winograd_filter(kernel, taps, tiles)
+      return _winograd_products(x, filters, offsets, s, tiles, t) + bias
     phase_kernels = [kernel[taps[ry]][:, taps[rx]] for ry in range(s) for rx in range(s)]
     phase_offsets = [(int(offsets[ry]), int(offsets[rx])) for ry in range(s) for rx in range(s)]
     if impl == 'matmul':
@@ -166,12 +167,11 @@ def _winograd_geometry(size: int, offsets, m: int, r: int):
 
 def _winograd_tiles(x_shape, offsets, r: int, features: int):
   """(m_h, m_w): outputs per tile along each axis, for the least estimated matmul time."""
-  n, height, width, cin = x_shape
+  n, _, _, cin = x_shape
   sizes = range(1, len(_WINOGRAD_POINTS) + 3 - r)
 
   def cost(tiles):  # Transformed rows over the product's relative matmul rate; then the smaller m.
-    (th, *_), (tw, *_) = (_winograd_geometry(size, offsets, m, r)
-                          for size, m in zip((height, width), tiles))
+    (th, *_), (tw, *_) = _geometries(x_shape, offsets, tiles, r)
     rate = min(1.0, max(0.5, n * th * tw * cin * features / _THREADED_MATMUL_MACS))
     return th * tw * (tiles[0] + r - 1) * (tiles[1] + r - 1) / rate, tiles
   return min(((m_h, m_w) for m_h in sizes for m_w in sizes), key=cost)
@@ -202,8 +202,9 @@ def _winograd_filter(kernel, taps, tiles):
 
 def _winograd_input(x, axis: int, start: int, tiles: int, m: int, r: int):
   """B^T d of the tiles along `axis` (x padded), stacked as a new leading axis of n points."""
-  return jnp.stack(_mix([jax.lax.slice_in_dim(x, start + j, start + j + m * (tiles - 1) + 1, m, axis)
-                         for j in range(m + r - 1)], _winograd_matrices(m, r)[2]))
+  points = [jax.lax.slice_in_dim(x, start + j, start + j + m * (tiles - 1) + 1, m, axis)
+            for j in range(m + r - 1)]
+  return jnp.stack(_mix(points, _winograd_matrices(m, r)[2]))
 
 
 def _pad_axis(a, axis: int, before: int, after: int):
