@@ -270,13 +270,11 @@ def _phase_windows(y, axis: int, shifts, size: int):
   activation after them into one pass (stacking per-phase slices took two more: step 0.397 vs
   0.411 s, measured).
   """
-  phase = jax.lax.broadcasted_iota(jnp.int32, (1,) * (axis + 1) + y.shape[axis + 1:axis + 2]
-                                   + (1,) * (y.ndim - axis - 2), axis + 1)
+  phase_shifts = np.reshape(shifts, [len(shifts) if d == axis + 1 else 1 for d in range(y.ndim)])
   out = None
   for shift in sorted(set(shifts)):
     rows = jax.lax.slice_in_dim(y, shift, shift + size, axis=axis)
-    picked = functools.reduce(jnp.logical_or, [phase == p for p, o in enumerate(shifts) if o == shift])
-    out = rows if out is None else jnp.where(picked, rows, out)
+    out = rows if out is None else jnp.where(phase_shifts == shift, rows, out)
   return out
 
 
