@@ -3,7 +3,9 @@
 import dataclasses
 import itertools
 import os
+import socket
 from typing import Any, Optional
+import urllib.parse
 
 import jax
 import ml_collections
@@ -17,6 +19,8 @@ tf.config.set_visible_devices([], 'GPU')
 FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
+_TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
+_PROXY_VARIABLES = ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +145,14 @@ class _Source:
                          f'some of {class_labels}.')
     if not isinstance(features[image_key], tfds.features.Image):
       raise ValueError(f'Dataset {name!r} has no image feature {image_key!r}.')
+    # tfds.testing.mock_data stubs the download: then nothing is fetched and nothing to check.
+    stubbed = type(builder).download_and_prepare.__module__.startswith('tensorflow_datasets.testing')
+    if not (stubbed or builder.is_prepared()) and (hosts := _unresolvable_download_hosts(builder)):
+      # TFDS would retry each download with backoff for minutes before failing.
+      raise RuntimeError(
+          f'TFDS dataset {name!r} is not prepared in {builder.data_dir} '
+          f'and no download host resolves ({", ".join(hosts)}: offline?); point '
+          "--config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' for local images.")
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
@@ -172,6 +184,28 @@ class _Source:
       raise ValueError(f'Dataset {self.config.dataset!r} has no split {split!r}; '
                        f'it has {sorted(self.split_sizes)}.')
     return self._read(split, seed)
+
+
+def _unresolvable_download_hosts(builder) -> list:
+  """The hosts a TFDS dataset downloads from, if none of them (nor TFDS's mirror) resolves; else [].
+
+  Only a failed DNS lookup counts, and only without a proxy (which would resolve them itself).
+  """
+  if any(os.environ.get(k) for k in _PROXY_VARIABLES):
+    return []
+  try:
+    hosts = {urllib.parse.urlparse(url).hostname for url in builder.url_infos or {}} - {None}
+  except Exception:  # pylint: disable=broad-except
+    return []  # No registered URLs to check: leave it to TFDS.
+  if not hosts:
+    return []
+  for host in sorted(hosts | {_TFDS_MIRROR}):
+    try:
+      socket.getaddrinfo(host, 443)
+      return []
+    except OSError:
+      pass
+  return sorted(hosts)
 
 
 def _peek_folder_image_shape(path):

@@ -1,6 +1,7 @@
 """The input pipeline on TFDS (mocked), an image folder, and the embedded digits."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -96,3 +97,29 @@ def test_bad_dataset_is_a_clear_error(tiny_config, dataset, message):
   tiny_config.dataset = dataset
   with pytest.raises(ValueError, match=message):
     input_pipeline.get_info(tiny_config)
+
+
+def _no_dns(host, *args, **kwargs):
+  raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
+
+
+def test_offline_tfds_download_fails_at_once(tiny_config, tmp_path, monkeypatch):
+  for name in input_pipeline._PROXY_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(socket, 'getaddrinfo', _no_dns)
+  tiny_config.dataset, tiny_config.data_dir = 'fashion_mnist', str(tmp_path)
+  with pytest.raises(RuntimeError, match=r'not prepared in .*no download host resolves '
+                     r'\(fashion-mnist\.s3.*offline\?\); point --config\.data_dir'):
+    input_pipeline.get_info(tiny_config)
+
+
+def test_download_hosts_are_only_unreachable_without_dns_and_proxy(tmp_path, monkeypatch):
+  builder = tfds.builder('mnist', data_dir=str(tmp_path))
+  for name in input_pipeline._PROXY_VARIABLES:
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(socket, 'getaddrinfo', lambda host, *a, **k: [('resolved', host)])
+  assert input_pipeline._unresolvable_download_hosts(builder) == []
+  monkeypatch.setattr(socket, 'getaddrinfo', _no_dns)
+  assert input_pipeline._unresolvable_download_hosts(builder) == ['storage.googleapis.com']
+  monkeypatch.setenv('HTTPS_PROXY', 'http://proxy:3128')
+  assert input_pipeline._unresolvable_download_hosts(builder) == []
