@@ -6,6 +6,7 @@ import os
 import socket
 from typing import Any, Optional
 import urllib.parse
+import urllib.request
 
 import jax
 import ml_collections
@@ -20,7 +21,8 @@ FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
 _TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
-_PROXY_VARIABLES = ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY')
+_TFDS_REMEDY = ("point --config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' "
+                'for local images.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,15 +153,13 @@ class _Source:
       # TFDS would retry each download with backoff for minutes before failing.
       raise RuntimeError(
           f'TFDS dataset {name!r} is not prepared in {builder.data_dir} '
-          f'and no download host resolves ({", ".join(hosts)}: offline?); point '
-          "--config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' for local images.")
+          f'and no download host resolves ({", ".join(hosts)}: offline?); {_TFDS_REMEDY}')
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except
       raise RuntimeError(
           f'Could not download or prepare TFDS dataset {name!r} ({type(e).__name__}: '
-          f'{str(e).splitlines()[0][:200] if str(e) else ""}); point --config.data_dir at a '
-          "prepared copy, or use --config.dataset='folder:PATH' for local images.") from None
+          f'{str(e).splitlines()[0][:200] if str(e) else ""}); {_TFDS_REMEDY}') from None
     self._builder, self._keys = builder, (image_key, label_keys)
     counts = tuple(features[k].num_classes for k in label_keys)
     names = tuple(tuple(features[k].names) for k in label_keys)
@@ -191,7 +191,7 @@ def _unresolvable_download_hosts(builder) -> list:
 
   Only a failed DNS lookup counts, and only without a proxy (which would resolve them itself).
   """
-  if any(os.environ.get(k) for k in _PROXY_VARIABLES):
+  if set(urllib.request.getproxies()) - {'no'}:  # *_proxy variables (no_proxy only exempts).
     return []
   try:
     hosts = {urllib.parse.urlparse(url).hostname for url in builder.url_infos or {}} - {None}

@@ -99,13 +99,18 @@ def test_bad_dataset_is_a_clear_error(tiny_config, dataset, message):
     input_pipeline.get_info(tiny_config)
 
 
+def _clear_proxies(monkeypatch):
+  for name in list(os.environ):
+    if name.lower().endswith('_proxy'):
+      monkeypatch.delenv(name)
+
+
 def _no_dns(host, *args, **kwargs):
   raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')
 
 
 def test_offline_tfds_download_fails_at_once(tiny_config, tmp_path, monkeypatch):
-  for name in input_pipeline._PROXY_VARIABLES:
-    monkeypatch.delenv(name, raising=False)
+  _clear_proxies(monkeypatch)
   monkeypatch.setattr(socket, 'getaddrinfo', _no_dns)
   tiny_config.dataset, tiny_config.data_dir = 'fashion_mnist', str(tmp_path)
   with pytest.raises(RuntimeError, match=r'not prepared in .*no download host resolves '
@@ -115,8 +120,7 @@ def test_offline_tfds_download_fails_at_once(tiny_config, tmp_path, monkeypatch)
 
 def test_download_hosts_are_only_unreachable_without_dns_and_proxy(tmp_path, monkeypatch):
   builder = tfds.builder('mnist', data_dir=str(tmp_path))
-  for name in input_pipeline._PROXY_VARIABLES:
-    monkeypatch.delenv(name, raising=False)
+  _clear_proxies(monkeypatch)
   monkeypatch.setattr(socket, 'getaddrinfo', lambda host, *a, **k: [('resolved', host)])
   assert input_pipeline._unresolvable_download_hosts(builder) == []
   monkeypatch.setattr(socket, 'getaddrinfo', _no_dns)
