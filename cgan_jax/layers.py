@@ -350,7 +350,31 @@ class ConvPatches(nn.Module):
     patches = jnp.concatenate(
         [x[:, i:i + (out_h - 1) * s + 1:s, j:j + (out_w - 1) * s + 1:s]
          for i in range(k) for j in range(k)], axis=-1)
-    return patches @ kernel.reshape(k * k * cin, self.features) + bias
+    out = _patch_matmul(patches.reshape(-1, k * k * cin), kernel.reshape(k * k * cin, self.features))
+    return out.reshape(*patches.shape[:-1], self.features) + bias
+
+
+@jax.custom_vjp
+def _patch_matmul(patches, kernel):
+  """patches [M, K] @ kernel [K, F], its weight gradient a matmul on the transposed gradient."""
+  return patches @ kernel
+
+
+def _patch_matmul_fwd(patches, kernel):
+  return patches @ kernel, (patches, kernel)
+
+
+def _patch_matmul_bwd(residuals, grad):
+  patches, kernel = residuals
+  # Autodiff contracts both operands' long M axis, which XLA:CPU leaves to its generic dot; on
+  # the transposed gradient (a small copy, kept by the barrier) it is an ordinary [F, M] @ [M, K]
+  # matmul (D's down1 at batch 64: 4.3 vs 6.2 ms, measured).
+  grad_t = jax.lax.optimization_barrier(grad.T)
+  d_kernel_t = jax.lax.optimization_barrier(grad_t @ patches)
+  return grad @ kernel.T, d_kernel_t.T
+
+
+_patch_matmul.defvjp(_patch_matmul_fwd, _patch_matmul_bwd)
 
 
 def _same_pads(k: int):

@@ -3,6 +3,7 @@
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -13,6 +14,12 @@ from cgan_jax.sharding import DATA_AXIS
 
 def leaky_relu(x):
   return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def per_example_dropout(x, rate: float, keys):
+  """nn.Dropout with each example's mask drawn from its own key (keys [N]), kept scaled by 1/(1-rate)."""
+  keep = jax.vmap(lambda key: jax.random.bernoulli(key, 1.0 - rate, x.shape[1:]))(keys)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 class DCGANGenerator(nn.Module):
@@ -84,7 +91,8 @@ class DCGANDiscriminator(nn.Module):
     return layer(x)
 
   @nn.compact
-  def __call__(self, images, labels, train: bool = True):
+  def __call__(self, images, labels, train: bool = True, dropout_keys=None):
+    """`dropout_keys`: one key per example for its dropout mask (else split from the 'dropout' rng)."""
     x = images.astype(self.dtype)
     for i in range(self.num_downsamples + 1):
       if i == self.condition_at:
@@ -95,7 +103,10 @@ class DCGANDiscriminator(nn.Module):
                                 impl=self.layer_impl)
       x = leaky_relu(self._apply(conv, x, train))
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if train and self.dropout > 0:
+      if dropout_keys is None:
+        dropout_keys = jax.random.split(self.make_rng('dropout'), x.shape[0])
+      x = per_example_dropout(x, self.dropout, dropout_keys)
     logit = self._apply(nn.Dense(1, dtype=self.dtype, name='logit'), x, train)[:, 0]
     if self.conditioning == 'projection':
       e = conditioning.LabelEmbed(self.num_classes, x.shape[-1], name='projection')(labels)

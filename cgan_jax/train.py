@@ -108,23 +108,14 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
   # Generated labels: uniform over each attribute's classes, independently.
   label_shape, max_label = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
 
-  def d_one(d_params, d_stats, image, label, key):
-    """D on one example: its logit, class logits (AC-GAN) and D's updated batch_stats."""
-    logits, aux = discriminator.apply(
-        {'params': d_params, 'batch_stats': d_stats}, image[None], label[None], train=True,
-        rngs={'dropout': key}, mutable=['batch_stats', 'intermediates'])
-    class_logits = aux['intermediates']['class_logits'][0][0] if acgan else None
-    return logits[0], class_logits, aux.get('batch_stats', {})
-
   def d_logits(d_params, d_stats, images, labels, dropout_keys):
-    """D on each example with its own dropout key (device-count invariant).
-
-    The batch_stats update (spectral norm's power iteration) depends on the weights
-    alone, so every example's copy is the same: the first one is kept.
-    """
-    logits, class_logits, stats = jax.vmap(d_one, (None, None, 0, 0, 0))(
-        d_params, d_stats, images, labels, dropout_keys)
-    return logits, class_logits, jax.tree.map(lambda a: a[0], stats)
+    """D on a batch: logits, class logits (AC-GAN) and D's updated batch_stats."""
+    # Each example's dropout mask comes from its own key: device-count invariant.
+    logits, aux = discriminator.apply(
+        {'params': d_params, 'batch_stats': d_stats}, images, labels, train=True,
+        dropout_keys=dropout_keys, mutable=['batch_stats', 'intermediates'])
+    class_logits = aux['intermediates']['class_logits'][0] if acgan else None
+    return logits, class_logits, aux.get('batch_stats', {})
 
   def d_update(d_params, d_stats, d_opt_state, real_dropout, fakes, fake_labels, fake_dropout,
                images, labels, metrics):
@@ -132,7 +123,8 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     for phase in d_phases[config.d_update]:
       def d_loss_fn(params, phase=phase):
         terms, stats = {}, d_stats
-        logit_fn = lambda *a: d_one(params, d_stats, *a)[0]  # pylint: disable=cell-var-from-loop
+        def logit_fn(image, label, key):  # D on one example, for the penalties.
+          return d_logits(params, d_stats, image[None], label[None], key[None])[0][0]  # pylint: disable=cell-var-from-loop
         if 'real' in phase:
           real_logits, real_classes, stats = d_logits(params, d_stats, images, labels, real_dropout)
           terms['d_loss_real'] = loss.d_real(real_logits).mean()
