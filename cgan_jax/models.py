@@ -17,7 +17,7 @@ def leaky_relu(x):
 
 
 def per_example_dropout(x, rate: float, keys):
-  """nn.Dropout with each example's mask drawn from its own key (keys [N]), kept scaled by 1/(1-rate)."""
+  """nn.Dropout with each example's mask drawn from its own key (keys: one per example)."""
   keep = jax.vmap(lambda key: jax.random.bernoulli(key, 1.0 - rate, x.shape[1:]))(keys)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 

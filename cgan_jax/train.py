@@ -123,8 +123,9 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     for phase in d_phases[config.d_update]:
       def d_loss_fn(params, phase=phase):
         terms, stats = {}, d_stats
-        def logit_fn(image, label, key):  # D on one example, for the penalties.
-          return d_logits(params, d_stats, image[None], label[None], key[None])[0][0]  # pylint: disable=cell-var-from-loop
+        # D on one example, for the penalties.
+        def logit_fn(image, label, key):  # pylint: disable=cell-var-from-loop
+          return d_logits(params, d_stats, image[None], label[None], key[None])[0][0]
         if 'real' in phase:
           real_logits, real_classes, stats = d_logits(params, d_stats, images, labels, real_dropout)
           terms['d_loss_real'] = loss.d_real(real_logits).mean()

@@ -67,3 +67,30 @@ def test_xla_convs_compute_the_same_models(tiny_config):
     outputs.append((images, discriminator.apply({'params': d_params}, images, labels, train=False)))
   for auto, xla in zip(*outputs):
     np.testing.assert_allclose(auto, xla, atol=1e-5, rtol=1e-5)
+
+
+def test_discriminator_dropout_is_per_example(tiny_config):
+  """In training each example's logit depends on its own dropout key alone, not on its batch."""
+  tiny_config.model.d_dropout = 0.5
+  _, discriminator = models.create_models(tiny_config, 10, (8, 8, 1))
+  images = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1), minval=-1, maxval=1)
+  labels = jnp.array([0, 1, 2, 3])
+  keys = jax.random.split(jax.random.PRNGKey(1), 4)
+  variables = discriminator.init(jax.random.PRNGKey(2), images, labels, train=False)
+  batch = discriminator.apply(variables, images, labels, dropout_keys=keys)
+  alone = [discriminator.apply(variables, images[i:i + 1], labels[i:i + 1], dropout_keys=keys[i:i + 1])
+           for i in range(4)]
+  np.testing.assert_allclose(batch, jnp.concatenate(alone), rtol=1e-5, atol=1e-6)
+  other_keys = discriminator.apply(variables, images, labels, dropout_keys=keys[::-1])
+  assert float(jnp.abs(batch - other_keys).max()) > 1e-4
+  evaluated = discriminator.apply(variables, images, labels, train=False)
+  assert float(jnp.abs(batch - evaluated).max()) > 1e-4
+
+
+def test_per_example_dropout_keeps_one_minus_rate_scaled():
+  x = jnp.ones((3, 10_000))
+  out = models.per_example_dropout(x, 0.4, jax.random.split(jax.random.PRNGKey(0), 3))
+  kept = out != 0
+  np.testing.assert_allclose(out[kept], 1 / 0.6, rtol=1e-6)
+  np.testing.assert_allclose(kept.mean(axis=1), 0.6, atol=0.02)
+  assert float(jnp.abs(out[0] - out[1]).max()) > 0  # Each example its own mask.
