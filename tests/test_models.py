@@ -85,6 +85,9 @@ def test_discriminator_dropout_is_per_example(tiny_config):
   assert float(jnp.abs(batch - other_keys).max()) > 1e-4
   evaluated = discriminator.apply(variables, images, labels, train=False)
   assert float(jnp.abs(batch - evaluated).max()) > 1e-4
+  # Without keys, one per example is split from the 'dropout' rng.
+  from_rng = discriminator.apply(variables, images, labels, rngs={'dropout': jax.random.PRNGKey(3)})
+  assert from_rng.shape == (4,) and float(jnp.abs(from_rng - evaluated).max()) > 1e-4
 
 
 def test_per_example_dropout_keeps_one_minus_rate_scaled():
