@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from cgan_jax import losses
+from cgan_jax import models
 from tests.test_conditioning import _batches
 from tests.test_conditioning import moved
 from tests.test_conditioning import train_steps
@@ -64,3 +65,25 @@ def test_each_loss_trains(tiny_config, loss, extra):
   # Adam counts its updates: d_steps per step, one more per step for a separate real/fake D.
   updates = 2 * tiny_config.d_steps * (2 if tiny_config.d_update == 'separate' else 1)
   assert int(state.d_opt_state[0].count) == updates
+
+
+def test_penalty_gradients_through_the_fast_layers_match_xla():
+  """R1 differentiates D's input gradient: the custom VJPs must be right to second order."""
+  images = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
+  labels = jnp.array([1, 2, 3])
+  keys = jax.random.split(jax.random.PRNGKey(5), 3)
+  fast, xla = (models.DCGANDiscriminator(num_classes=10, width=16, layer_impl=impl)
+               for impl in ('auto', 'conv'))
+  params = fast.init(jax.random.PRNGKey(1), images, labels, train=False)['params']
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+
+  def penalty_grads(discriminator):
+    def r1(params):
+      logit_fn = lambda image, label, key: discriminator.apply(
+          {'params': params}, image[None], label[None], dropout_keys=key[None])[0]
+      return losses.r1_penalty(logit_fn, images, labels, keys).mean()
+    return jax.grad(r1)(params)
+  got, want = penalty_grads(fast), penalty_grads(xla)
+  assert float(jnp.abs(want['down1']['kernel']).max()) > 1e-3
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4)
