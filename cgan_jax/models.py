@@ -12,8 +12,24 @@ from cgan_jax import layers
 from cgan_jax.sharding import DATA_AXIS
 
 
+@jax.custom_vjp
 def leaky_relu(x):
+  """Leaky ReLU (slope 0.2), its gradient taken from its output rather than its input."""
   return nn.leaky_relu(x, negative_slope=0.2)
+
+
+def _leaky_relu_fwd(x):
+  y = leaky_relu(x)
+  return y, y
+
+
+def _leaky_relu_bwd(y, grad):
+  # y >= 0 exactly where x >= 0. The next layer keeps y for its weight gradient anyway, while
+  # XLA rebuilt x from the transposed conv's tiles for autodiff's mask (step 0.335 vs 0.341 s).
+  return (jnp.where(y >= 0, grad, 0.2 * grad),)
+
+
+leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
 
 
 def per_example_dropout(x, rate: float, keys):

@@ -97,3 +97,17 @@ def test_per_example_dropout_keeps_one_minus_rate_scaled():
   np.testing.assert_allclose(out[kept], 1 / 0.6, rtol=1e-6)
   np.testing.assert_allclose(kept.mean(axis=1), 0.6, atol=0.02)
   assert float(jnp.abs(out[0] - out[1]).max()) > 0  # Each example its own mask.
+
+
+def test_leaky_relu_gradients_match_flax():
+  """First and second order (as R1 takes it), zeros included: the same as nn.leaky_relu's."""
+  x = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (64,)), jnp.zeros(4)])
+  w = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  flax_leaky = lambda x: jax.nn.leaky_relu(x, negative_slope=0.2)
+  for f in (lambda x: jnp.sum(w * x), lambda x: jnp.sum(w * x**2)):
+    first = [jax.grad(lambda x, act=act: f(act(x)))(x) for act in (models.leaky_relu, flax_leaky)]
+    second = [jax.grad(lambda x, act=act: jnp.sum(jax.grad(lambda x: f(act(x)))(x)**2))(x)
+              for act in (models.leaky_relu, flax_leaky)]
+    np.testing.assert_allclose(*first, rtol=1e-6)
+    np.testing.assert_allclose(*second, rtol=1e-6)
+  np.testing.assert_array_equal(models.leaky_relu(x), flax_leaky(x))
