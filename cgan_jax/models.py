@@ -25,7 +25,7 @@ def _leaky_relu_fwd(x):
 
 def _leaky_relu_bwd(y, grad):
   # y >= 0 exactly where x >= 0. The next layer keeps y for its weight gradient anyway, while
-  # XLA rebuilt x from the transposed conv's tiles for autodiff's mask (step 0.335 vs 0.341 s).
+  # XLA rebuilt x from the transposed conv's tiles for autodiff's mask (step 1-2% faster, measured).
   return (jnp.where(y >= 0, grad, 0.2 * grad),)
 
 
