@@ -24,7 +24,7 @@ def _leaky_relu_fwd(x):
 
 
 def _leaky_relu_bwd(y, grad):
-  # y >= 0 exactly where x >= 0. The next layer keeps y for its weight gradient anyway, while
+  # y >= 0 exactly where x >= 0. G's next layers keep y for their weight gradients anyway, while
   # XLA rebuilt x from the transposed conv's tiles for autodiff's mask (step 1-2% faster, measured).
   return (jnp.where(y >= 0, grad, 0.2 * grad),)
 
