@@ -99,8 +99,8 @@ def test_per_example_dropout_keeps_one_minus_rate_scaled():
   assert float(jnp.abs(out[0] - out[1]).max()) > 0  # Each example its own mask.
 
 
-def test_leaky_relu_gradients_match_flax():
-  """First and second order (as R1 takes it), zeros included: the same as nn.leaky_relu's."""
+def test_leaky_relu_derivatives_match_flax():
+  """Forward mode, first and second order reverse (as R1 takes it), zeros included."""
   x = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (64,)), jnp.zeros(4)])
   w = jax.random.normal(jax.random.PRNGKey(1), x.shape)
   flax_leaky = lambda x: jax.nn.leaky_relu(x, negative_slope=0.2)
@@ -111,3 +111,5 @@ def test_leaky_relu_gradients_match_flax():
     np.testing.assert_allclose(*first, rtol=1e-6)
     np.testing.assert_allclose(*second, rtol=1e-6)
   np.testing.assert_array_equal(models.leaky_relu(x), flax_leaky(x))
+  np.testing.assert_array_equal(jax.jvp(models.leaky_relu, (x,), (w,)),
+                                jax.jvp(flax_leaky, (x,), (w,)))
