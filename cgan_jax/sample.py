@@ -54,7 +54,7 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
   """'3,7' or 'Sandal,7' -> [3, 7]; '3:1,7:0' (one value per attribute) -> [[3, 1], [7, 0]].
 
   A value is a class id or, given the dataset's `class_names` (one list per attribute when
-  there are several), a class name in any case.
+  there are several), a class name in any case, '_' standing for a space ('ankle_boot').
   """
   rows = [[v.strip() for v in item.split(':')] for item in text.split(',')]
   if len({len(r) for r in rows}) > 1:
@@ -62,15 +62,18 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
   names = list(class_names) if len(rows[0]) > 1 else [class_names]
   names += [()] * (len(rows[0]) - len(names))
 
+  def key(name):  # Names with spaces are awkward on a command line: 'ankle_boot' = 'Ankle boot'.
+    return ' '.join(str(name).lower().replace('_', ' ').split())
+
   def value(v, attribute_names):
     if v.lstrip('-').isdigit():
       return int(v)
-    ids = {str(n).lower(): i for i, n in enumerate(attribute_names)}
-    if v.lower() not in ids:
+    ids = {key(n): i for i, n in enumerate(attribute_names)}
+    if key(v) not in ids:
       known = f" or one of the class names {list(attribute_names)}" if ids else ''
       raise ValueError(f"--labels takes comma-separated class ids{known} (values of several "
                        f"attributes joined by ':', e.g. 3:1,7:0), got {v!r} in {text!r}.")
-    return ids[v.lower()]
+    return ids[key(v)]
   values = [[value(v, n) for v, n in zip(row, names)] for row in rows]
   return np.array(values if len(rows[0]) > 1 else [r[0] for r in values], np.int32)
 
