@@ -34,6 +34,42 @@ def test_tfds_mock(tiny_config, name, shape):
   _check_batch(batch, info)
 
 
+def _prepare_fashion_mnist(data_dir, monkeypatch, sizes=(('train', 256), ('test', 64))):
+  """A real prepared TFDS fashion_mnist in `data_dir`, built offline: every pixel is 20 * label."""
+  from tensorflow_datasets.image_classification import mnist as tfds_mnist  # pylint: disable=g-import-not-at-top
+  files = {}
+  for split, n in sizes:
+    labels = (np.arange(n) * 7 % 10).astype(np.uint8)
+    images = np.repeat(labels * 20, 28 * 28).astype(np.uint8)
+    for kind, header, data in (('data', (0x803, n, 28, 28), images), ('labels', (0x801, n), labels)):
+      files[f'{split}_{kind}'] = data_dir / f'{split}_{kind}'  # The IDX files the download holds.
+      files[f'{split}_{kind}'].write_bytes(np.array(header, '>i4').tobytes() + data.tobytes())
+  monkeypatch.setattr(tfds_mnist, '_TRAIN_EXAMPLES', dict(sizes)['train'])
+  monkeypatch.setattr(tfds_mnist, '_TEST_EXAMPLES', dict(sizes)['test'])
+  monkeypatch.setattr(tfds.download.DownloadManager, 'download_and_extract',
+                      lambda self, urls: {k: str(files[k]) for k in urls})
+  tfds.builder('fashion_mnist', data_dir=str(data_dir)).download_and_prepare()
+  monkeypatch.undo()  # Reading must not need any of the above.
+
+
+def test_prepared_tfds_data_dir(tiny_config, tmp_path, monkeypatch):
+  _prepare_fashion_mnist(tmp_path, monkeypatch)
+  tiny_config.dataset, tiny_config.data_dir = 'fashion_mnist', str(tmp_path)
+  ds, info = input_pipeline.create_dataset(tiny_config, 'train', 32)
+  stream = ds.as_numpy_iterator()
+  batches = [next(stream) for _ in range(3)]
+  assert info.image_shape == (28, 28, 1) and info.num_examples == 256
+  assert info.class_names[5] == 'Sandal' and info.num_classes == 10
+  _check_batch(batches[0], info, 32)
+  for batch in batches:  # Each image arrives with its own label.
+    np.testing.assert_allclose((batch['image'] + 1) * 127.5,
+                               np.broadcast_to(20.0 * batch['label'][:, None, None, None],
+                                               batch['image'].shape), atol=1e-3)
+  assert len(set(batches[0]['label'].tolist())) > 5  # Shuffled across classes.
+  resumed, _ = input_pipeline.create_dataset(tiny_config, 'train', 32, start_batch=2)
+  np.testing.assert_array_equal(next(resumed.as_numpy_iterator())['label'], batches[2]['label'])
+
+
 def test_digits_is_deterministic_and_resumable(tiny_config):
   ds, info = input_pipeline.create_dataset(tiny_config, 'train', 8)
   stream = ds.as_numpy_iterator()
