@@ -65,7 +65,7 @@ def test_prepared_tfds_data_dir(tiny_config, tmp_path, monkeypatch):
     np.testing.assert_allclose((batch['image'] + 1) * 127.5,
                                np.broadcast_to(20.0 * batch['label'][:, None, None, None],
                                                batch['image'].shape), atol=1e-3)
-  assert len(set(batches[0]['label'].tolist())) > 5  # Shuffled across classes.
+  assert batches[0]['label'].tolist() != [i * 7 % 10 for i in range(32)]  # Shuffled.
   resumed, _ = input_pipeline.create_dataset(tiny_config, 'train', 32, start_batch=2)
   np.testing.assert_array_equal(next(resumed.as_numpy_iterator())['label'], batches[2]['label'])
 
