@@ -208,16 +208,25 @@ def _unresolvable_download_hosts(builder) -> list:
   return sorted(hosts)
 
 
-def _peek_folder_image_shape(path):
-  """Shape (H, W, C) of the first image in a folder tree; C is 1 for grayscale files."""
+def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):
+  """(H, W, C) of a folder tree's images from a few files of each folder; C is 1 for grayscale.
+
+  H and W are None when those files differ in size (then config.image_size must be set).
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  shapes = []
   for root, _, files in sorted(os.walk(path)):
-    for f in sorted(files):
-      if f.lower().endswith(IMAGE_EXTENSIONS):
-        with Image.open(os.path.join(root, f)) as im:
-          channels = 1 if im.mode in ('L', 'LA', '1', 'I', 'I;16') else 3
-          return (im.height, im.width, channels)
-  raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png.')
+    for f in sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))[:per_folder]:
+      with Image.open(os.path.join(root, f)) as im:  # Reads the header only.
+        shapes.append((im.height, im.width, 1 if im.mode in ('L', 'LA', '1', 'I', 'I;16') else 3))
+    if len(shapes) >= limit:
+      break
+  if not shapes:
+    raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png.')
+  height, width, channels = shapes[0]
+  if any(shape[:2] != (height, width) for shape in shapes):
+    height = width = None
+  return (height, width, channels)
 
 
 def _to_channels(image, channels):
@@ -261,7 +270,9 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
                      class_names=source.class_names)
   seed = config.seed if seed is None else seed
   ds = source.read(split, seed)
-  if 0 < source.split_sizes.get(split, 0) * np.prod(source.native_shape) < _CACHE_BYTES:
+  # Images of varying size (None in native_shape) are not cached: their size is unknown.
+  if None not in source.native_shape and (
+      0 < source.split_sizes.get(split, 0) * np.prod(source.native_shape) < _CACHE_BYTES):
     ds = ds.cache()
   if train:
     ds = ds.repeat().shuffle(config.shuffle_buffer, seed=seed)

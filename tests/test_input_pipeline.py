@@ -70,6 +70,17 @@ def test_prepared_tfds_data_dir(tiny_config, tmp_path, monkeypatch):
   np.testing.assert_array_equal(next(resumed.as_numpy_iterator())['label'], batches[2]['label'])
 
 
+def test_tfds_images_of_varying_size(tiny_config):
+  tiny_config.dataset = 'tf_flowers'  # Image shape (None, None, 3).
+  with tfds.testing.mock_data(num_examples=8):
+    with pytest.raises(ValueError, match='varying size; set --config.image_size'):
+      input_pipeline.get_info(tiny_config)
+    tiny_config.image_size = 16
+    batch, info = _first_batch(tiny_config, batch_size=4)
+  assert info.image_shape == (16, 16, 3) and info.num_classes == 5
+  _check_batch(batch, info, 4)
+
+
 def test_digits_is_deterministic_and_resumable(tiny_config):
   ds, info = input_pipeline.create_dataset(tiny_config, 'train', 8)
   stream = ds.as_numpy_iterator()
@@ -107,6 +118,20 @@ def test_folder(tiny_config, tmp_path, mode, channels):
   tiny_config.num_channels = 3
   batch, info = _first_batch(tiny_config)
   assert batch['image'].shape == (8, 8, 8, 3)
+
+
+def test_folder_of_mixed_sizes_needs_image_size(tiny_config, tmp_path):
+  _write_folder(str(tmp_path / 'a'), size=12)
+  os.rename(tmp_path / 'a' / 'train', tmp_path / 'train')
+  _write_folder(str(tmp_path / 'b'), size=16)
+  os.rename(tmp_path / 'b' / 'test', tmp_path / 'test')
+  tiny_config.dataset = f'folder:{tmp_path}'
+  with pytest.raises(ValueError, match='varying size; set --config.image_size'):
+    input_pipeline.get_info(tiny_config)
+  tiny_config.image_size = 8
+  batch, info = _first_batch(tiny_config)
+  _check_batch(batch, info)
+  assert info.image_shape == (8, 8, 1)
 
 
 @pytest.mark.skipif(not os.path.isdir(MNIST_5K), reason='needs ../shared/data/mnist-5k')
