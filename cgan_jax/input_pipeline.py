@@ -181,8 +181,10 @@ class _Source:
 
   def read(self, split: str, seed: int) -> tf.data.Dataset:
     if self.split_sizes and split not in self.split_sizes:
+      field = next((f for f in ('train_split', 'eval_split') if self.config[f] == split), None)
+      remedy = f'; set --config.{field} to one of them' if field else ''
       raise ValueError(f'Dataset {self.config.dataset!r} has no split {split!r}; '
-                       f'it has {sorted(self.split_sizes)}.')
+                       f'it has {sorted(self.split_sizes)}{remedy}.')
     return self._read(split, seed)
 
 

@@ -150,6 +150,15 @@ def test_folder_without_split_level_is_a_clear_error(tiny_config, tmp_path):
     input_pipeline.get_info(tiny_config)
 
 
+def test_missing_split_names_the_field_to_set(tiny_config, tmp_path):
+  _write_folder(str(tmp_path))
+  os.rename(tmp_path / 'test', tmp_path / 'holdout')
+  tiny_config.dataset = f'folder:{tmp_path}'
+  with pytest.raises(ValueError, match=r"no split 'test'; it has \['holdout', 'train'\]; "
+                     r"set --config.eval_split to one of them"):
+    input_pipeline.create_dataset(tiny_config, tiny_config.eval_split, 8, train=False)
+
+
 @pytest.mark.parametrize('dataset,message', [
     ('no_such_dataset_xyz', 'Unknown dataset'),
     ('folder:/no/such/dir', 'does not exist'),
