@@ -226,7 +226,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  if config.reuse_host_memory:
+  if config.reuse_host_memory and host_memory.jax_runs_on_cpu():
     host_memory.keep_freed_memory()
   keras = None
   try:

@@ -72,7 +72,7 @@ def _maybe_initialize_distributed():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.config.reuse_host_memory:
+  if FLAGS.config.reuse_host_memory and host_memory.jax_runs_on_cpu():
     host_memory.keep_freed_memory()
   try:
     _maybe_initialize_distributed()

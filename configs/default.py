@@ -58,7 +58,7 @@ def get_config():
   config.batch_size = 128  # Real images per step (global, over all devices and hosts).
   config.g_batch_size = 0  # Generated images in G's update; 0 means batch_size.
   config.num_train_steps = 2000  # Total training steps.
-  config.reuse_host_memory = False  # CPU: glibc keeps freed memory in one arena (see host_memory.py); for big steps.
+  config.reuse_host_memory = False  # CPU only: glibc keeps freed memory in one arena (host_memory.py); for big steps.
   config.steps_per_loop = 10  # Steps per dispatch (one lax.scan; on CPU one call each); logging granularity.
   config.log_every_steps = 100  # Print and log losses every this many steps (0: at the end only).
   config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps (0: at the end only).

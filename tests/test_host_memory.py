@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from cgan_jax import host_memory
@@ -44,3 +45,31 @@ def test_repeated_step_reuses_memory():
 def test_users_own_malloc_settings_win(monkeypatch):
   monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
   assert not host_memory.keep_freed_memory()
+
+
+@pytest.fixture
+def platforms():
+  """Sets jax_platforms for one test and restores it."""
+  before = jax.config.jax_platforms
+  yield lambda value: jax.config.update('jax_platforms', value)
+  jax.config.update('jax_platforms', before)
+
+
+@pytest.mark.parametrize('value,on_cpu', [('cpu', True), ('cuda,cpu', False), ('tpu', False),
+                                          ('cpu,cuda', True)])
+def test_configured_platforms_decide(platforms, value, on_cpu):
+  platforms(value)
+  assert host_memory.jax_runs_on_cpu() is on_cpu
+
+
+def test_an_installed_accelerator_plugin_means_not_cpu(platforms, monkeypatch):
+  platforms(None)
+  monkeypatch.setattr(host_memory.importlib.util, 'find_spec', lambda name: None)
+  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points', lambda group: [])
+  assert host_memory.jax_runs_on_cpu()
+  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points',
+                      lambda group: ['xla_cuda12 = jax_cuda12_plugin'] if group == 'jax_plugins' else [])
+  assert not host_memory.jax_runs_on_cpu()
+  monkeypatch.setattr(host_memory.importlib.metadata, 'entry_points', lambda group: [])
+  monkeypatch.setattr(host_memory.importlib.util, 'find_spec', lambda name: name == 'libtpu')
+  assert not host_memory.jax_runs_on_cpu()
