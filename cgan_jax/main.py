@@ -32,7 +32,8 @@ except (AttributeError, KeyError) as e:  # --config.FIELD overrides are applied 
   _field = str(e).strip('\'"')
   raise SystemExit(f'Error: unknown config field {_field!r} in a --config.* flag; the fields '
                    'are listed in configs/default.py.') from None
-flags.DEFINE_string('workdir', 'runs/digits', 'Where checkpoints, logs and samples go.')
+flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go; by default '
+                    'runs/<config file name>, e.g. runs/mnist for --config=configs/mnist.py.')
 flags.DEFINE_enum('distributed', 'auto', ['auto', 'yes', 'no'],
                   'Join a multi-process run with jax.distributed.initialize: auto does so when '
                   'the flags below ask for several processes or a SLURM/Open MPI/TPU pod job is '
@@ -69,6 +70,12 @@ def _maybe_initialize_distributed():
                              num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
 
 
+def _default_workdir() -> str:
+  """runs/NAME for --config=.../NAME.py, so that runs of different configs do not collide."""
+  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS['config'])))[0]
+  return os.path.join('runs', name)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -83,7 +90,7 @@ def main(argv):
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir or _default_workdir())
   except (ValueError, RuntimeError, PermissionError, FileNotFoundError) as e:
     raise SystemExit(f'Error: {e}') from None
 

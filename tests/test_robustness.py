@@ -299,6 +299,17 @@ def test_unknown_config_field_is_one_line(tmp_path):
       'configs/default.py.')
 
 
+def test_runs_from_any_directory_into_runs_config_name(tmp_path):
+  # configs/mnist.py imports configs.default: it must load with the repository elsewhere.
+  result = subprocess.run(
+      [sys.executable, '-m', 'cgan_jax.main', f'--config={REPO}/configs/mnist.py',
+       '--config.dataset=no_such_dataset'], cwd=tmp_path, capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("Error: Unknown dataset 'no_such_dataset'")
+  assert os.listdir(tmp_path / 'runs') == ['mnist']  # The default --workdir, made before the error.
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('batch_size', 0, 'config.batch_size=0 must be at least 1.'),
     ('num_channels', 4, 'config.num_channels=4 must be 1 (gray), 3 (RGB) or 0'),
