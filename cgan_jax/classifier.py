@@ -82,7 +82,7 @@ def load_split(config: ml_collections.ConfigDict, split: str, max_examples: int 
   """Images in [-1, 1] and labels of a split, in a fixed shuffled order (`max_examples` > 0 caps)."""
   ds, info = input_pipeline.create_dataset(config, split, 1024, train=False)
   images, labels = [], []
-  for batch in ds.as_numpy_iterator():
+  for batch in input_pipeline.numpy_batches(ds, config):
     images.append(batch['image'])
     labels.append(batch['label'])
   images, labels = np.concatenate(images), np.concatenate(labels)
@@ -107,7 +107,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   model = create_model(clf, info.num_classes)
   ds, _ = input_pipeline.create_dataset(config, config.train_split, clf.batch_size,
                                         seed=config.seed)
-  batches = ds.as_numpy_iterator()
+  batches = input_pipeline.numpy_batches(ds, config)
   rng = jax.random.PRNGKey(config.seed)
   params = model.init(rng, jnp.zeros((1, *info.image_shape)))['params']
   tx = optax.adamw(optax.cosine_decay_schedule(clf.learning_rate, clf.num_train_steps),

@@ -295,3 +295,33 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
   options.experimental_optimization.map_parallelization = True
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
   return ds, info
+
+
+def numpy_batches(ds: tf.data.Dataset, config: ml_collections.ConfigDict):
+  """`ds.as_numpy_iterator()`, an image that cannot be decoded raised as a one-line ValueError."""
+  batches = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+      raise ValueError(_unreadable_image_message(config, e)) from None
+    yield batch
+
+
+def _unreadable_image_message(config, error) -> str:
+  """Names the first file PIL cannot read in a folder dataset (found only after a failure)."""
+  detail = (error.message or str(error)).strip().splitlines()[0][:200]
+  if config.dataset.startswith(FOLDER_PREFIX):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    for root, _, files in sorted(os.walk(config.dataset[len(FOLDER_PREFIX):])):
+      for f in sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)):
+        try:
+          with Image.open(os.path.join(root, f)) as im:
+            im.verify()
+        except Exception as e:  # pylint: disable=broad-except
+          return (f'{os.path.join(root, f)} is not a readable image ({type(e).__name__}: '
+                  f'{str(e)[:100]}); fix or remove it.')
+  return (f'Could not read the images of {config.dataset!r} ({detail}); check that its files '
+          'are intact (prepare a TFDS dataset again).')

@@ -348,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   def batches_from(start_step):
     ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch,
                                           start_batch=start_step)
-    return iter(ds.as_numpy_iterator())
+    return input_pipeline.numpy_batches(ds, config)
 
   state = resume()
   start_step = int(state.step)

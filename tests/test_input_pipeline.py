@@ -143,6 +143,18 @@ def test_real_mnist_folder(tiny_config):
   assert len(set(batch['label'].tolist())) > 5
 
 
+def test_unreadable_image_is_named(tiny_config, tmp_path):
+  _write_folder(str(tmp_path))
+  (tmp_path / 'test' / 'dog' / '9.png').write_text('not an image')
+  tiny_config.dataset = f'folder:{tmp_path}'
+  ds, _ = input_pipeline.create_dataset(tiny_config, 'test', 4, train=False)
+  with pytest.raises(ValueError, match=r"test/dog/9\.png is not a readable image \(Unidentified"
+                                       r"ImageError.*\); fix or remove it\.$"):
+    list(input_pipeline.numpy_batches(ds, tiny_config))
+  ds, _ = input_pipeline.create_dataset(tiny_config, 'train', 4, train=False)
+  assert sum(len(b['label']) for b in input_pipeline.numpy_batches(ds, tiny_config)) == 12
+
+
 def test_folder_without_split_level_is_a_clear_error(tiny_config, tmp_path):
   _write_folder(str(tmp_path))
   tiny_config.dataset = f'folder:{tmp_path / "train"}'  # PATH/<label>/*.png: no split level.
