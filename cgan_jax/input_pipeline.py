@@ -210,6 +210,12 @@ def _unresolvable_download_hosts(builder) -> list:
   return sorted(hosts)
 
 
+def _image_files_by_folder(path):
+  """(folder, its image files' names) for every folder under `path`, both in sorted order."""
+  for root, _, files in sorted(os.walk(path)):
+    yield root, sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
 def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):
   """(H, W, C) of a folder tree's images from a few files of each folder; C is 1 for grayscale.
 
@@ -217,8 +223,8 @@ def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   shapes = []
-  for root, _, files in sorted(os.walk(path)):
-    for f in sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))[:per_folder]:
+  for root, files in _image_files_by_folder(path):
+    for f in files[:per_folder]:
       with Image.open(os.path.join(root, f)) as im:  # Reads the header only.
         shapes.append((im.height, im.width, 1 if im.mode in ('L', 'LA', '1', 'I', 'I;16') else 3))
     if len(shapes) >= limit:
@@ -299,15 +305,10 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
 
 def numpy_batches(ds: tf.data.Dataset, config: ml_collections.ConfigDict):
   """`ds.as_numpy_iterator()`, an image that cannot be decoded raised as a one-line ValueError."""
-  batches = ds.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(batches)
-    except StopIteration:
-      return
-    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-      raise ValueError(_unreadable_image_message(config, e)) from None
-    yield batch
+  try:
+    yield from ds.as_numpy_iterator()
+  except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+    raise ValueError(_unreadable_image_message(config, e)) from None
 
 
 def _unreadable_image_message(config, error) -> str:
@@ -315,8 +316,8 @@ def _unreadable_image_message(config, error) -> str:
   detail = (error.message or str(error)).strip().splitlines()[0][:200]
   if config.dataset.startswith(FOLDER_PREFIX):
     from PIL import Image  # pylint: disable=g-import-not-at-top
-    for root, _, files in sorted(os.walk(config.dataset[len(FOLDER_PREFIX):])):
-      for f in sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)):
+    for root, files in _image_files_by_folder(config.dataset[len(FOLDER_PREFIX):]):
+      for f in files:
         try:
           with Image.open(os.path.join(root, f)) as im:
             im.verify()
