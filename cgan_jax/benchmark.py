@@ -24,21 +24,18 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
+from cgan_jax import cli
 from cgan_jax import host_memory
 from cgan_jax import input_pipeline
 from cgan_jax import models
 from cgan_jax import sharding
 from cgan_jax import train
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               'configs', 'fashion_mnist.py')
-
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training configuration file.',
-                                lock_config=True)
+cli.define_config_flag(os.path.join(cli.CONFIGS_DIR, 'fashion_mnist.py'),
+                       'Training configuration file.')
 flags.DEFINE_integer('steps', 0, 'Steps per timed window (one dispatch); 0 = config.steps_per_loop.')
 flags.DEFINE_integer('windows', 5, 'Timed windows; images_per_sec is their median.')
 flags.DEFINE_integer('matmul_size', 2048,
@@ -248,4 +245,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -18,10 +18,10 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from ml_collections import config_flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from cgan_jax import checkpoint
+from cgan_jax import cli
 from cgan_jax import input_pipeline
 from cgan_jax import sharding
 from cgan_jax.sharding import DATA_AXIS
@@ -180,8 +180,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'Training config (the data and classifier fields).',
-                                  lock_config=True)
+  cli.define_config_flag(None, 'Training config (the data and classifier fields).')
   flags.DEFINE_string('workdir', None, 'Directory for the classifier checkpoint.', required=True)
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main)

@@ -12,11 +12,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from cgan_jax import cli
 from cgan_jax import host_memory
 from cgan_jax import train
-
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               'configs', 'digits.py')
 
 
 def _env_int(name):
@@ -25,13 +23,7 @@ def _env_int(name):
 
 
 FLAGS = flags.FLAGS
-try:
-  config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Training configuration file.',
-                                  lock_config=True)
-except (AttributeError, KeyError) as e:  # --config.FIELD overrides are applied right here.
-  _field = str(e).strip('\'"')
-  raise SystemExit(f'Error: unknown config field {_field!r} in a --config.* flag; the fields '
-                   'are listed in configs/default.py.') from None
+cli.define_config_flag(os.path.join(cli.CONFIGS_DIR, 'digits.py'), 'Training configuration file.')
 flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go; by default '
                     'runs/<config file name>, e.g. runs/mnist for --config=configs/mnist.py.')
 flags.DEFINE_enum('distributed', 'auto', ['auto', 'yes', 'no'],
@@ -96,4 +88,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

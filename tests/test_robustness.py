@@ -289,14 +289,23 @@ def test_damaged_newest_checkpoint_is_set_aside_not_deleted(interrupted, tmp_pat
   assert _listing(workdir) == before
 
 
-def test_unknown_config_field_is_one_line(tmp_path):
+@pytest.mark.parametrize('flags,message', [
+    (['--config.model.widht=3'], "Error: unknown config field 'widht' in a --config.* flag; the "
+     'fields are listed in configs/default.py.'),
+    # Overrides of an explicit --config are applied later, while absl parses the flags.
+    (['--config=configs/digits.py', '--config.num_steps=3'], "Error: unknown config field "
+     "'num_steps' in a --config.* flag (did you mean \"num_train_steps\" instead of "
+     '"num_steps"?); the fields are listed in configs/default.py.'),
+    (['--config=configs/digts.py'], "Error: no config file 'configs/digts.py'; pass "
+     '--config=PATH to one, such as cifar10.py, default.py, digits.py, fashion_mnist.py, mnist.py '
+     f'in {os.path.join(REPO, "configs")}.'),
+])
+def test_config_flag_mistakes_are_one_line(tmp_path, flags, message):
   result = subprocess.run(
-      [sys.executable, '-m', 'cgan_jax.main', f'--workdir={tmp_path}', '--config.model.widht=3'],
+      [sys.executable, '-m', 'cgan_jax.main', f'--workdir={tmp_path}', *flags],
       cwd=REPO, capture_output=True, text=True, timeout=120)
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1] == (
-      "Error: unknown config field 'widht' in a --config.* flag; the fields are listed in "
-      'configs/default.py.')
+  assert result.stderr.strip().splitlines()[-1] == message
 
 
 def test_runs_from_any_directory_into_runs_config_name(tmp_path):
