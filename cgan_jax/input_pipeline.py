@@ -1,5 +1,6 @@
 """tf.data input: TFDS datasets, image folders and scikit-learn's digits, sharded per host."""
 
+import collections
 import dataclasses
 import itertools
 import os
@@ -8,6 +9,7 @@ from typing import Any, Optional
 import urllib.parse
 import urllib.request
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -18,7 +20,8 @@ import tensorflow_datasets as tfds
 tf.config.set_visible_devices([], 'GPU')
 
 FOLDER_PREFIX = 'folder:'
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # What tfds.ImageFolder reads.
+_UNREAD_EXTENSIONS = ('.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')  # Reported.
 _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
 _TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
 _TFDS_REMEDY = ("point --config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' "
@@ -111,6 +114,15 @@ class _Source:
     if flat:
       raise ValueError(f'Image folder {path!r} has images directly in {flat[0]!r}/; expected '
                        f'PATH/<split>/<label>/*.png: move the class folders into {path}/train/.')
+    unread = collections.Counter(os.path.splitext(f)[1].lower() for _, files in
+                                 _image_files_by_folder(path, _UNREAD_EXTENSIONS) for f in files)
+    if unread:
+      found = ', '.join(f'{n} {ext}' for ext, n in sorted(unread.items()))
+      if not any(files for _, files in _image_files_by_folder(path)):
+        raise ValueError(f'Image folder {path!r} has {found} files and no PNG or JPEG ones, the '
+                         'formats tfds.ImageFolder reads; convert them (e.g. with PIL).')
+      logging.log_first_n(logging.WARNING, 'Image folder %r: skipping %s files; tfds.ImageFolder '
+                          'reads only PNG and JPEG.', 1, path, found)
     builder = tfds.ImageFolder(path)
     self._builder = builder
     self.num_classes = builder.info.features['label'].num_classes
@@ -180,11 +192,16 @@ class _Source:
     return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
   def read(self, split: str, seed: int) -> tf.data.Dataset:
+    field = next((f for f in ('train_split', 'eval_split') if self.config[f] == split), None)
     if self.split_sizes and split not in self.split_sizes:
-      field = next((f for f in ('train_split', 'eval_split') if self.config[f] == split), None)
       remedy = f'; set --config.{field} to one of them' if field else ''
       raise ValueError(f'Dataset {self.config.dataset!r} has no split {split!r}; '
                        f'it has {sorted(self.split_sizes)}{remedy}.')
+    if self.split_sizes.get(split) == 0:  # A folder split whose class folders are all empty.
+      others = sorted(k for k, n in self.split_sizes.items() if n)
+      remedy = f', or set --config.{field} to one of {others}' if field and others else ''
+      raise ValueError(f'Dataset {self.config.dataset!r} has no images in split {split!r}; '
+                       f'add some{remedy}.')
     return self._read(split, seed)
 
 
@@ -210,10 +227,10 @@ def _unresolvable_download_hosts(builder) -> list:
   return sorted(hosts)
 
 
-def _image_files_by_folder(path):
+def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
   """(folder, its image files' names) for every folder under `path`, both in sorted order."""
   for root, _, files in sorted(os.walk(path)):
-    yield root, sorted(f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+    yield root, sorted(f for f in files if f.lower().endswith(extensions))
 
 
 def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):

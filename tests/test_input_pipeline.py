@@ -1,6 +1,8 @@
 """The input pipeline on TFDS (mocked), an image folder, and the embedded digits."""
 
+import logging
 import os
+import shutil
 import socket
 
 import numpy as np
@@ -169,6 +171,30 @@ def test_missing_split_names_the_field_to_set(tiny_config, tmp_path):
   with pytest.raises(ValueError, match=r"no split 'test'; it has \['holdout', 'train'\]; "
                      r"set --config.eval_split to one of them"):
     input_pipeline.create_dataset(tiny_config, tiny_config.eval_split, 8, train=False)
+
+
+def test_empty_split_is_a_clear_error(tiny_config, tmp_path):
+  _write_folder(str(tmp_path))
+  for path in (tmp_path / 'train').glob('*/*.png'):
+    path.unlink()
+  tiny_config.dataset = f'folder:{tmp_path}'
+  with pytest.raises(ValueError, match=r"no images in split 'train'; add some, or set "
+                     r"--config.train_split to one of \['test'\]\.$"):
+    input_pipeline.create_dataset(tiny_config, tiny_config.train_split, 8)
+
+
+def test_formats_image_folder_cannot_read_are_reported(tiny_config, tmp_path, caplog):
+  _write_folder(str(tmp_path))
+  for path in (tmp_path / 'test').glob('*/*.png'):
+    Image.open(path).save(path.with_suffix('.bmp'))
+    path.unlink()
+  tiny_config.dataset = f'folder:{tmp_path}'
+  with caplog.at_level(logging.WARNING):
+    assert input_pipeline.get_info(tiny_config).num_examples == 12
+  assert 'skipping 12 .bmp files; tfds.ImageFolder reads only PNG and JPEG' in caplog.text
+  shutil.rmtree(tmp_path / 'train')
+  with pytest.raises(ValueError, match=r'has 12 \.bmp files and no PNG or JPEG ones.*convert them'):
+    input_pipeline.get_info(tiny_config)
 
 
 @pytest.mark.parametrize('dataset,message', [
