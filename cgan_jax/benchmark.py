@@ -36,8 +36,10 @@ from cgan_jax import train
 FLAGS = flags.FLAGS
 cli.define_config_flag(os.path.join(cli.CONFIGS_DIR, 'fashion_mnist.py'),
                        'Training configuration file.')
-flags.DEFINE_integer('steps', 0, 'Steps per timed window (one dispatch); 0 = config.steps_per_loop.')
-flags.DEFINE_integer('windows', 5, 'Timed windows; images_per_sec is their median.')
+flags.DEFINE_integer('steps', 0, 'Steps per timed window (one dispatch); 0 = config.steps_per_loop.',
+                     lower_bound=0)
+flags.DEFINE_integer('windows', 5, 'Timed windows; images_per_sec is their median.',
+                     lower_bound=1)
 flags.DEFINE_integer('matmul_size', 2048,
                      'Side of the square f32 matmul that sets the ceiling (probed in every window).')
 flags.DEFINE_bool('keras', False, 'Also time the Keras tutorial iteration, interleaved window by window.')

@@ -142,7 +142,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
   flags.DEFINE_string('classifier', None, 'The judge: a python -m cgan_jax.classifier --workdir.',
                       required=True)
-  flags.DEFINE_integer('num_per_class', 0, 'Generated images per class; 0 = held-out size / classes.')
+  flags.DEFINE_integer('num_per_class', 0, 'Generated images per class; 0 = held-out size / classes.',
+                       lower_bound=0)
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   flags.DEFINE_bool('ema', True, "Score the EMA of G's weights (the raw weights with --noema).")

@@ -266,7 +266,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('output', None, 'Where tables and pictures go; default WORKDIR/inspect.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_bool('ema', True, "Inspect the EMA of G's weights (the raw weights with --noema).")
-  flags.DEFINE_integer('num_per_class', 100, 'Noise draws per class in the PCA picture.')
-  flags.DEFINE_integer('num_steps', 8, 'Images per interpolation row.')
+  flags.DEFINE_integer('num_per_class', 100, 'Noise draws per class in the PCA picture.',
+                       lower_bound=1)
+  flags.DEFINE_integer('num_steps', 8, 'Images per interpolation row.', lower_bound=2)
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   app.run(main)

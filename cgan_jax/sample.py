@@ -272,7 +272,7 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
   flags.DEFINE_string('output', None, 'FILE.png for a grid, FILE.npz for arrays x, y.')
-  flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.')
+  flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.', lower_bound=1)
   flags.DEFINE_string('labels', None, "Comma-separated class ids or names (attribute values "
                       "joined by ':'); default: every class.")
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
@@ -281,7 +281,8 @@ if __name__ == '__main__':
   flags.DEFINE_float('truncation', None, 'Redraw noise entries with |z| above this (e.g. 1.0).')
   flags.DEFINE_bool('interpolate', False,
                     'One row per label between two fixed noise vectors, instead of samples.')
-  flags.DEFINE_integer('num_steps', 10, 'Images per interpolation row (with --interpolate).')
+  flags.DEFINE_integer('num_steps', 10, 'Images per interpolation row (with --interpolate).',
+                       lower_bound=2)
   flags.DEFINE_string('per_class_dir', None,
                       'Also write DIR/<class>/NNNNN.png, one folder of PNGs per class.')
   app.run(main)

@@ -56,6 +56,7 @@ def test_sampling_is_seeded_and_conditional(trained_workdir, tmp_path):
     (['--labels=3,seven'], "class names ['0', '1'"),
     (['--output=/proc/cgan_jax_test/x.png'], 'Cannot write to --output=/proc/cgan_jax_test'),
     (['--step=999'], 'No checkpoint for step 999'),
+    (['--num_per_class=0'], 'flag --num_per_class=0: 0 is not a positive integer'),
 ])
 def test_sample_cli_errors(trained_workdir, tmp_path, args, message):
   result = _sample_cli(f'--workdir={trained_workdir}', f'--output={tmp_path}/x.png', *args)
