@@ -114,6 +114,12 @@ def _read_problem(manager, step, abstract_state, config, info):
   return (None if _is_finite(state) else 'not finite (NaN or inf values)'), state
 
 
+def _is_classifier(directory, step: int) -> bool:
+  """Whether checkpoint `step` in `directory` is a judge's (cgan_jax.classifier), not a GAN run's."""
+  path = os.path.join(str(directory), str(step))
+  return os.path.isdir(os.path.join(path, 'params')) and not os.path.isdir(os.path.join(path, 'state'))
+
+
 def unreadable_dir(directory: str) -> str:
   """Where damaged checkpoints are moved: beside the manager's directory, never deleted."""
   return os.path.join(os.path.dirname(directory), 'unreadable_checkpoints')
@@ -128,6 +134,9 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state,
   """
   manager.wait_until_finished()
   steps = sorted(manager.all_steps(), reverse=True)
+  if steps and _is_classifier(manager.directory, steps[0]):
+    raise ValueError(f'{manager.directory} holds a classifier (cgan_jax.classifier), not a GAN '
+                     'run; use a new --workdir. Nothing was deleted.')
   problems = []
   for step in steps:
     problem, state = _read_problem(manager, step, abstract_state, config, info)
@@ -188,6 +197,9 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
     step = max(steps)
   elif step not in steps:
     raise ValueError(f'No checkpoint for step {step} in {checkpoint_dir(workdir)}; have {sorted(steps)}.')
+  if _is_classifier(manager.directory, step):
+    raise ValueError(f'{workdir} holds a classifier (cgan_jax.classifier), not a GAN run; point '
+                     '--workdir at a python -m cgan_jax.main run.')
   config, dataset = _restore_json(manager, step)
   metadata = manager.item_metadata(step)['state']
   item = {key: metadata[key] for key in keys}

@@ -96,8 +96,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the judge on `config.train_split`, saves it with Orbax, returns its test accuracy."""
   clf = config.classifier
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    raise ValueError(f'{workdir} already holds a classifier; choose a new --workdir '
-                     '(nothing was deleted).')
+    raise ValueError(f'{workdir} already holds checkpoints (of a classifier or a GAN run); '
+                     'choose a new --workdir (nothing was deleted).')
   checkpoint.check_writable(workdir)
   info = input_pipeline.get_info(config)
   if isinstance(info.num_classes, tuple):
@@ -153,6 +153,9 @@ def load(workdir: str):
   if step is None:
     raise FileNotFoundError(f'No classifier in {workdir}; train one with '
                             f'python -m cgan_jax.classifier --config=... --workdir={workdir}.')
+  if 'params' not in manager.item_metadata(step).keys():
+    raise ValueError(f'{workdir} holds a GAN run, not a classifier; point at the --workdir of a '
+                     'python -m cgan_jax.classifier run.')
   restored = manager.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore(), dataset=ocp.args.JsonRestore()))
   config, dataset = ml_collections.ConfigDict(restored['config']), restored['dataset']

@@ -49,7 +49,7 @@ def test_classifier_is_saved_and_accurate(judge_dir):
   assert accuracy == pytest.approx(dataset['test_accuracy'], abs=1e-6)
   assert accuracy > 0.8
   assert features.shape == (len(labels), config.classifier.feature_dim)
-  with pytest.raises(ValueError, match='already holds a classifier'):
+  with pytest.raises(ValueError, match='already holds checkpoints'):
     classifier.train(config, judge_dir)
   with pytest.raises(PermissionError, match='Cannot write to --workdir=/proc/cgan_jax_judge'):
     classifier.train(config, '/proc/cgan_jax_judge')  # Before any training step.
@@ -94,6 +94,25 @@ def test_evaluate_errors(trained_workdir, judge_dir, kwargs, error, message):
   kwargs = {'classifier_dir': judge_dir, **kwargs}
   with pytest.raises(error, match=message):
     evaluate.evaluate(trained_workdir, **kwargs)
+
+
+def _listing(path):
+  return sorted(os.path.relpath(os.path.join(root, f), path)
+                for root, _, files in os.walk(path) for f in files)
+
+
+def test_a_judge_and_a_gan_run_are_not_mistaken_for_each_other(trained_workdir, judge_dir):
+  from tests.conftest import make_tiny_config  # pylint: disable=g-import-not-at-top
+  before = _listing(trained_workdir), _listing(judge_dir)
+  with pytest.raises(ValueError, match='holds a GAN run, not a classifier; point at the --workdir'):
+    evaluate.evaluate(trained_workdir, trained_workdir)
+  with pytest.raises(ValueError, match='holds a classifier .*, not a GAN run; point --workdir'):
+    evaluate.evaluate(judge_dir, judge_dir)
+  with pytest.raises(ValueError, match='holds a classifier .*, not a GAN run; use a new --workdir'):
+    train.train_and_evaluate(make_tiny_config(), judge_dir)
+  with pytest.raises(ValueError, match='already holds checkpoints'):
+    classifier.train(make_tiny_config(), trained_workdir)
+  assert (_listing(trained_workdir), _listing(judge_dir)) == before
 
 
 @pytest.mark.parametrize('metric,kept', [('fd', 2), ('coverage', 3)])
