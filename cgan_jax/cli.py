@@ -1,12 +1,18 @@
-"""The --config flag the entry points share, each of its mistakes a one-line error."""
+"""What the entry points share: a --config flag whose mistakes are one-line errors, and '~'."""
 
+import functools
 import os
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from cgan_jax.input_pipeline import FOLDER_PREFIX
+
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+# Paths in which '~' is expanded: a shell leaves it alone after '--flag=' and 'folder:'.
+_PATH_FLAGS = ('workdir', 'output', 'per_class_dir', 'classifier')
+_PATH_FIELDS = ('data_dir', 'model.embed_init_file', 'eval_classifier_dir')
 
 
 def define_config_flag(default, help_string: str):
@@ -18,14 +24,14 @@ def define_config_flag(default, help_string: str):
 
 
 def run(main):
-  """app.run(main), with --config's mistakes reported in one line instead of a traceback."""
+  """app.run(main): --config's mistakes reported in one line, '~' expanded in paths."""
   app.run(main, flags_parser=_parse_flags)
 
 
 def _parse_flags(argv):
   try:
     args = app.parse_flags_with_usage(argv)
-    if flags.FLAGS.config is not None:
+    if 'config' in flags.FLAGS and flags.FLAGS.config is not None:
       flags.FLAGS.config.get('seed')  # A config file that failed to load raises on first use.
   except (AttributeError, KeyError) as e:
     raise SystemExit(unknown_field_message(e)) from None
@@ -34,7 +40,25 @@ def _parse_flags(argv):
     shipped = sorted(f for f in os.listdir(CONFIGS_DIR) if f.endswith('.py') and f[0] != '_')
     raise SystemExit(f'Error: no config file {path!r}; pass --config=PATH to one, such as '
                      f'{", ".join(shipped)} in {CONFIGS_DIR}.') from None
+  _expand_home(flags.FLAGS)
   return args
+
+
+def _expand_home(flag_values):
+  """Expands '~' in the path flags and the config's path fields that are set."""
+  for name in _PATH_FLAGS:
+    if name in flag_values and flag_values[name].value:
+      setattr(flag_values, name, os.path.expanduser(flag_values[name].value))
+  config = flag_values.config if 'config' in flag_values else None
+  if config is None:
+    return
+  for field in _PATH_FIELDS:
+    *parents, leaf = field.split('.')
+    node = functools.reduce(lambda c, key: c.get(key) or {}, parents, config)
+    if node.get(leaf):
+      node[leaf] = os.path.expanduser(node[leaf])
+  if config.dataset.startswith(FOLDER_PREFIX):
+    config.dataset = FOLDER_PREFIX + os.path.expanduser(config.dataset[len(FOLDER_PREFIX):])
 
 
 def unknown_field_message(error: Exception) -> str:
@@ -43,5 +67,6 @@ def unknown_field_message(error: Exception) -> str:
     error = error.args[0]
   field, *suggestion = str(error.args[0] if error.args else error).split('\n')
   hint = f' ({suggestion[0][0].lower()}{suggestion[0][1:]})' if suggestion else ''
-  return (f"Error: unknown config field '{field.strip(chr(39) + chr(34))}' in a --config.* "
-          f'flag{hint}; the fields are listed in configs/default.py.')
+  field = field.strip('\'"')
+  return (f"Error: unknown config field '{field}' in a --config.* flag{hint}; the fields are "
+          'listed in configs/default.py.')

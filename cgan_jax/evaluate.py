@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cgan_jax import checkpoint
+from cgan_jax import cli
 from cgan_jax import classifier
 from cgan_jax import input_pipeline
 from cgan_jax import metrics
@@ -147,4 +148,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   flags.DEFINE_bool('ema', True, "Score the EMA of G's weights (the raw weights with --noema).")
-  app.run(main)
+  cli.run(main)

@@ -25,6 +25,7 @@ import numpy as np
 import tqdm
 
 from cgan_jax import checkpoint
+from cgan_jax import cli
 from cgan_jax import input_pipeline
 from cgan_jax import models
 from cgan_jax import plots
@@ -270,4 +271,4 @@ if __name__ == '__main__':
                        lower_bound=1)
   flags.DEFINE_integer('num_steps', 8, 'Images per interpolation row.', lower_bound=2)
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
-  app.run(main)
+  cli.run(main)

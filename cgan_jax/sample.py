@@ -20,6 +20,7 @@ import numpy as np
 import tqdm
 
 from cgan_jax import checkpoint
+from cgan_jax import cli
 from cgan_jax import input_pipeline
 from cgan_jax import models
 
@@ -285,4 +286,4 @@ if __name__ == '__main__':
                        lower_bound=2)
   flags.DEFINE_string('per_class_dir', None,
                       'Also write DIR/<class>/NNNNN.png, one folder of PNGs per class.')
-  app.run(main)
+  cli.run(main)
