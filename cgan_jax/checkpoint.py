@@ -114,10 +114,16 @@ def _read_problem(manager, step, abstract_state, config, info):
   return (None if _is_finite(state) else 'not finite (NaN or inf values)'), state
 
 
+def saved_items(directory, step: int) -> set:
+  """The item names (subfolders) of checkpoint `step` in `directory`, listed without Orbax."""
+  path = os.path.join(str(directory), str(step))
+  return {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
+
+
 def _is_classifier(directory, step: int) -> bool:
   """Whether checkpoint `step` in `directory` is a judge's (cgan_jax.classifier), not a GAN run's."""
-  path = os.path.join(str(directory), str(step))
-  return os.path.isdir(os.path.join(path, 'params')) and not os.path.isdir(os.path.join(path, 'state'))
+  items = saved_items(directory, step)
+  return 'params' in items and 'state' not in items
 
 
 def unreadable_dir(directory: str) -> str:
@@ -185,8 +191,9 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
 
   Returns ({key: params}, config, dataset_metadata, step).
   """
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   manager = ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      checkpoint_dir(workdir), options=options,
       item_handlers={'state': ocp.PyTreeCheckpointHandler(),
                      'config': ocp.JsonCheckpointHandler(), 'dataset': ocp.JsonCheckpointHandler()})
   steps = manager.all_steps()

@@ -49,9 +49,13 @@ def create_model(clf_config: ml_collections.ConfigDict, num_classes: int) -> Cla
 
 
 def _manager(workdir: str, read_only: bool = False) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=not read_only, read_only=read_only)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                               options=options, item_names=('params', 'config', 'dataset'))
+  options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else 1,
+                                         save_interval_steps=0 if read_only else 1,
+                                         create=not read_only, read_only=read_only)
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
+      item_handlers={'params': ocp.PyTreeCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler(), 'dataset': ocp.JsonCheckpointHandler()})
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -138,7 +142,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
              'test_split': config.eval_split, 'test_accuracy': accuracy}
   manager = _manager(workdir)
   manager.save(clf.num_train_steps, args=ocp.args.Composite(
-      params=ocp.args.StandardSave(params),
+      params=ocp.args.PyTreeSave(params),
       config=ocp.args.JsonSave(json.loads(config.to_json())),
       dataset=ocp.args.JsonSave(dataset)), force=True)
   manager.wait_until_finished()
@@ -153,7 +157,7 @@ def load(workdir: str):
   if step is None:
     raise FileNotFoundError(f'No classifier in {workdir}; train one with '
                             f'python -m cgan_jax.classifier --config=... --workdir={workdir}.')
-  if 'params' not in manager.item_metadata(step).keys():
+  if 'state' in checkpoint.saved_items(manager.directory, step):
     raise ValueError(f'{workdir} holds a GAN run, not a classifier; point at the --workdir of a '
                      'python -m cgan_jax.classifier run.')
   restored = manager.restore(step, args=ocp.args.Composite(
