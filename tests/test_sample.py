@@ -67,3 +67,12 @@ def test_sample_cli_errors(trained_workdir, tmp_path, args, message):
 def test_sample_from_empty_workdir(tmp_path):
   result = _sample_cli(f'--workdir={tmp_path}', f'--output={tmp_path}/x.png')
   assert result.returncode != 0 and 'No checkpoint' in result.stderr
+
+
+def test_readme_python_sampling_snippet_runs(trained_workdir):
+  readme = open(os.path.join(REPO, 'README.md')).read()
+  snippet = readme.split('In Python (G alone')[1].split('```python\n')[1].split('```')[0]
+  scope = {}
+  exec(snippet.replace("'runs/digits'", repr(trained_workdir)), scope)  # pylint: disable=exec-used
+  assert scope['images'].shape == (16, 8, 8, 1)
+  assert scope['step'] == 4 and -1 <= scope['images'].min() < scope['images'].max() <= 1
