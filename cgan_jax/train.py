@@ -342,7 +342,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = checkpoint.restore_newest_good(manager, abstract, config, info)
     if state is None:
       return jax.jit(init_fn, out_shardings=replicated)(rng)
-    logging.info('Resumed from %s at step %d.', manager.directory, int(state.step))
+    if jax.process_index() == 0:
+      print(f'Resuming from step {int(state.step)} in {manager.directory}.', flush=True)
     return state
 
   def batches_from(start_step):
@@ -352,6 +353,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   state = resume()
   start_step = int(state.step)
+  if start_step >= config.num_train_steps:
+    if jax.process_index() == 0:
+      print(f'{workdir} is trained to step {start_step} (config.num_train_steps='
+            f'{config.num_train_steps}): nothing to do; raise --config.num_train_steps to train '
+            'on.', flush=True)
+    manager.close()
+    return state
   batches = batches_from(start_step)
   step_fn = make_train_step(config, generator=generator, discriminator=discriminator,
                             g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)

@@ -124,7 +124,7 @@ def interrupted(tmp_path_factory, compilation_cache):
 
 def test_sigkill_and_sigterm_resume_exactly(interrupted, tmp_path):
   workdir, killed_at, preempted_at, out = interrupted
-  assert f'Resumed from {checkpoint.checkpoint_dir(workdir)} at step {killed_at}.' in out
+  assert f'Resuming from step {killed_at} in {checkpoint.checkpoint_dir(workdir)}.' in out
   assert killed_at % 10 == 0 and killed_at < preempted_at
   assert killed_at in _steps(workdir) and _steps(workdir)[-1] == preempted_at
 

@@ -49,10 +49,17 @@ def test_scan_loop_matches_per_step_dispatch(tiny_config):
     np.testing.assert_allclose(scanned_metrics[k], metrics[k], rtol=1e-5, atol=1e-6)
 
 
-def test_train_resume_and_checkpoints(tiny_config, tmp_path):
+def test_train_resume_and_checkpoints(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path)
   state = train.train_and_evaluate(tiny_config, workdir)
   assert int(state.step) == 4
+  # The same command again has nothing to do, and says so.
+  capsys.readouterr()
+  again = train.train_and_evaluate(tiny_config, workdir)
+  assert int(again.step) == 4
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f'{workdir} is trained to step 4 (config.num_train_steps=4): nothing to do; raise '
+      '--config.num_train_steps to train on.')
   assert os.path.exists(os.path.join(workdir, 'samples.png'))
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
   manager = checkpoint.create_manager(workdir, tiny_config)
@@ -61,6 +68,7 @@ def test_train_resume_and_checkpoints(tiny_config, tmp_path):
   # Training on to 6 steps resumes from step 4 and equals an uninterrupted 6-step run.
   tiny_config.num_train_steps = 6
   resumed = train.train_and_evaluate(tiny_config, workdir)
+  assert f'Resuming from step 4 in {workdir}/checkpoints.' in capsys.readouterr().out
   straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
   assert int(resumed.step) == 6
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
