@@ -1,5 +1,6 @@
 """The data-parallel GAN train step and the training loop around it."""
 
+import contextlib
 import functools
 import os
 import signal
@@ -316,6 +317,32 @@ def check_config(config: ml_collections.ConfigDict):
     raise ValueError(f'config.model.d_dropout={config.model.d_dropout} must be in [0, 1).')
 
 
+@contextlib.contextmanager
+def _stop_signals():
+  """Records SIGTERM (preemption, scancel, docker stop) and a first Ctrl-C while training.
+
+  The run then ends after the current chunk with a checkpoint; a second Ctrl-C interrupts at once.
+  """
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+
+  def on_signal(signum, _):
+    received.append(signum)
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_signal)}
+  if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Not ignored (a background job).
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
+  try:
+    yield received
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the newest checkpoint in `workdir`) for `config.num_train_steps`."""
   check_config(config)
@@ -380,101 +407,94 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   logging.info('Training %s on %s (%s, %s classes) over %d devices, steps %d..%d.',
                config.model.name, config.dataset, info.image_shape, info.num_classes,
                mesh.devices.size, start_step, config.num_train_steps)
-  # SIGTERM (preemption, scancel, docker stop) ends the run at the next chunk with a checkpoint.
-  sigterm = []
-  previous_handler = None
-  if threading.current_thread() is threading.main_thread():
-    previous_handler = signal.signal(signal.SIGTERM, lambda signum, _: sigterm.append(signum))
-  restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
-  step, t_last, step_last = start_step, time.time(), start_step
-  while step < config.num_train_steps:
-    k = min(config.steps_per_loop, _next_boundary(step, config) - step)
-    local = [next(batches) for _ in range(k)]
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
-    state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
-    # Waits for the chunk: a dropped (non-finite) update must never reach the saves below.
-    if float(jax.device_get(metrics['nonfinite'])):
-      flags = jax.device_get(metrics)
-      bad_step = step + int(flags['nonfinite_index']) + 1
-      names = ', '.join(name[len('nonfinite/'):] for name, bad in sorted(flags.items())
-                        if name.startswith('nonfinite/') and bad)
-      message = f'Step {bad_step}: non-finite {names}; the update was not applied'
-      if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
-        manager.wait_until_finished()
-        if previous_handler is not None:
-          signal.signal(signal.SIGTERM, previous_handler)
-        raise NonFiniteError(
-            f'{message} and nothing was saved (newest checkpoint: step {manager.latest_step()}, '
-            'kept). Lower the learning rates, or set --config.on_nonfinite=restore to go on '
-            'from the last checkpoint with other noise.')
-      restores += 1
-      state = resume()
-      # Other noise from here on; the folded key is saved, so resuming stays exact.
-      state = state.replace(rng=jax.device_put(jax.random.fold_in(state.rng, bad_step),
-                                               replicated))
-      step = int(state.step)
-      batches = batches_from(step)
-      print(f'Warning: {message}; restored step {step} and going on with other noise '
-            f'(retry {restores} of {_MAX_RESTORES}).', flush=True)
-      continue
-    step += k
-    done = step >= config.num_train_steps
+  with _stop_signals() as stop_signals:
+    restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
+    step, t_last, step_last = start_step, time.time(), start_step
+    while step < config.num_train_steps:
+      k = min(config.steps_per_loop, _next_boundary(step, config) - step)
+      local = [next(batches) for _ in range(k)]
+      stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
+      state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
+      # Waits for the chunk: a dropped (non-finite) update must never reach the saves below.
+      if float(jax.device_get(metrics['nonfinite'])):
+        flags = jax.device_get(metrics)
+        bad_step = step + int(flags['nonfinite_index']) + 1
+        names = ', '.join(name[len('nonfinite/'):] for name, bad in sorted(flags.items())
+                          if name.startswith('nonfinite/') and bad)
+        message = f'Step {bad_step}: non-finite {names}; the update was not applied'
+        if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
+          manager.wait_until_finished()
+          raise NonFiniteError(
+              f'{message} and nothing was saved (newest checkpoint: step {manager.latest_step()}, '
+              'kept). Lower the learning rates, or set --config.on_nonfinite=restore to go on '
+              'from the last checkpoint with other noise.')
+        restores += 1
+        state = resume()
+        # Other noise from here on; the folded key is saved, so resuming stays exact.
+        state = state.replace(rng=jax.device_put(jax.random.fold_in(state.rng, bad_step),
+                                                 replicated))
+        step = int(state.step)
+        batches = batches_from(step)
+        print(f'Warning: {message}; restored step {step} and going on with other noise '
+              f'(retry {restores} of {_MAX_RESTORES}).', flush=True)
+        continue
+      step += k
+      done = step >= config.num_train_steps
 
-    if done or _due(step, config.log_every_steps):
-      metrics = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith('nonfinite')}
-      elapsed = time.time() - t_last
-      steps_per_sec = (step - step_last) / elapsed
-      metrics['steps_per_sec'] = steps_per_sec
-      metrics['images_per_sec'] = steps_per_sec * config.batch_size
-      t_last, step_last = time.time(), step
-      eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
-      if is_chief:  # One log line per step for the whole run, not one per process.
-        print(f'step {step}/{config.num_train_steps}  ' +
-              '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
-              f'  eta {eta:.0f}s', flush=True)
+      if done or _due(step, config.log_every_steps):
+        metrics = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith('nonfinite')}
+        elapsed = time.time() - t_last
+        steps_per_sec = (step - step_last) / elapsed
+        metrics['steps_per_sec'] = steps_per_sec
+        metrics['images_per_sec'] = steps_per_sec * config.batch_size
+        t_last, step_last = time.time(), step
+        eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
+        if is_chief:  # One log line per step for the whole run, not one per process.
+          print(f'step {step}/{config.num_train_steps}  ' +
+                '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
+                f'  eta {eta:.0f}s', flush=True)
+        if writer:
+          for name, value in metrics.items():
+            writer.scalar(name, float(value), step)
+          writer.scalar('g_learning_rate', config.g_learning_rate, step)
+          writer.scalar('d_learning_rate', config.d_learning_rate, step)
+      if is_chief and (done or _due(step, config.sample_every_steps)):
+        picture = _sample_grid(generator, state, config, info)
+        path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        sample.write_png(path, picture)
+        sample.write_png(os.path.join(workdir, 'samples.png'), picture)
+        writer.image('samples', picture, step)
+      if evaluator and (done or _due(step, config.eval_every_steps)):
+        scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,
+                           config.seed)
+        per_class = scores.pop('cond_acc_per_class')
+        if is_chief:
+          print(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())),
+                flush=True)
+        if writer:
+          for name, value in [*scores.items(), *(
+              (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class))]:
+            writer.scalar(f'eval/{name}', value, step)
+        if step not in best_manager.all_steps():  # Already there when a run resumes past it.
+          checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
+      if done or _due(step, config.checkpoint_every_steps):
+        checkpoint.save(manager, state, config, info, force=done)
+        restores = 0
       if writer:
-        for name, value in metrics.items():
-          writer.scalar(name, float(value), step)
-        writer.scalar('g_learning_rate', config.g_learning_rate, step)
-        writer.scalar('d_learning_rate', config.d_learning_rate, step)
-    if is_chief and (done or _due(step, config.sample_every_steps)):
-      picture = _sample_grid(generator, state, config, info)
-      path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      sample.write_png(path, picture)
-      sample.write_png(os.path.join(workdir, 'samples.png'), picture)
-      writer.image('samples', picture, step)
-    if evaluator and (done or _due(step, config.eval_every_steps)):
-      scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,
-                         config.seed)
-      per_class = scores.pop('cond_acc_per_class')
-      if is_chief:
-        print(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())),
-              flush=True)
-      if writer:
-        for name, value in [*scores.items(), *(
-            (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class))]:
-          writer.scalar(f'eval/{name}', value, step)
-      if step not in best_manager.all_steps():  # Already there when a run resumes past it.
-        checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
-    if done or _due(step, config.checkpoint_every_steps):
-      checkpoint.save(manager, state, config, info, force=done)
-      restores = 0
-    if writer:
-      writer.flush()
-    preempted = bool(sigterm) or manager.reached_preemption(step)
-    if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
-      preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
-    if preempted and not done:
-      if step not in manager.all_steps():
-        checkpoint.save(manager, state, config, info, force=True)
-      manager.wait_until_finished()
-      if is_chief:
-        print(f'Preempted: saved a checkpoint at step {step} in {manager.directory}; run the '
-              'same command to resume.', flush=True)
-      break
-  if previous_handler is not None:
-    signal.signal(signal.SIGTERM, previous_handler)
+        writer.flush()
+      preempted = bool(stop_signals) or manager.reached_preemption(step)
+      if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
+        preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
+      if preempted and not done:
+        if step not in manager.all_steps():
+          checkpoint.save(manager, state, config, info, force=True)
+        manager.wait_until_finished()
+        if is_chief:
+          why = 'Interrupted' if signal.SIGINT in stop_signals else 'Preempted'
+          print(f'{why}: saved a checkpoint at step {step} in {manager.directory}; run the same '
+                'command to resume.', flush=True)
+        break
   manager.wait_until_finished()
   manager.close()
   if best_manager:

@@ -143,6 +143,42 @@ def test_sigkill_and_sigterm_resume_exactly(interrupted, tmp_path):
   assert int(state.step) == preempted_at
 
 
+def test_ctrl_c_saves_a_checkpoint_and_a_second_one_interrupts(tmp_path, monkeypatch, capsys):
+  make_loop = train.make_train_loop
+  calls = []
+
+  def loop_that_presses_ctrl_c(*args, **kwargs):
+    loop = make_loop(*args, **kwargs)
+
+    def run(state, batches):
+      calls.append(1)
+      if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGINT)
+      return loop(state, batches)
+    return run
+
+  monkeypatch.setattr(train, 'make_train_loop', loop_that_presses_ctrl_c)
+  workdir = str(tmp_path)
+  state = train.train_and_evaluate(_long_config(), workdir)
+  assert int(state.step) == 3 and _steps(workdir) == [3]
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f'Interrupted: saved a checkpoint at step 3 in {checkpoint.checkpoint_dir(workdir)}; run '
+      'the same command to resume.')
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Restored.
+
+  # After the first Ctrl-C the second raises at once, as usual.
+  calls.clear()
+  original_kill = os.kill
+
+  def kill_twice(pid, signum):
+    original_kill(pid, signum)
+    original_kill(pid, signum)
+  monkeypatch.setattr(os, 'kill', kill_twice)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(_long_config(), workdir)
+  assert _steps(workdir) == [3]  # Nothing saved, nothing lost.
+
+
 def test_guard_keeps_the_state_on_a_nan_parameter():
   config = _long_config()
   generator, discriminator = models.create_models(config, 10, (8, 8, 1))
