@@ -369,8 +369,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = checkpoint.restore_newest_good(manager, abstract, config, info)
     if state is None:
       return jax.jit(init_fn, out_shardings=replicated)(rng)
-    if jax.process_index() == 0:
-      print(f'Resuming from step {int(state.step)} in {manager.directory}.', flush=True)
     return state
 
   def batches_from(start_step):
@@ -380,8 +378,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   state = resume()
   start_step = int(state.step)
+  is_chief = jax.process_index() == 0
+  if start_step and is_chief:
+    print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
   if start_step >= config.num_train_steps:
-    if jax.process_index() == 0:
+    if is_chief:
       print(f'{workdir} is trained to step {start_step} (config.num_train_steps='
             f'{config.num_train_steps}): nothing to do; raise --config.num_train_steps to train '
             'on.', flush=True)
@@ -391,7 +392,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   step_fn = make_train_step(config, generator=generator, discriminator=discriminator,
                             g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
   train_loop = make_train_loop(step_fn, mesh)
-  is_chief = jax.process_index() == 0
   writer = tensorboard.SummaryWriter(workdir) if is_chief else None
   if writer and start_step == 0:
     writer.text('config', '<pre>' + str(config) + '</pre>', 0)
