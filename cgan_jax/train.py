@@ -379,8 +379,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state = resume()
   start_step = int(state.step)
   is_chief = jax.process_index() == 0
-  if start_step and is_chief:
-    print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
   if start_step >= config.num_train_steps:
     if is_chief:
       print(f'{workdir} is trained to step {start_step} (config.num_train_steps='
@@ -388,6 +386,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             'on.', flush=True)
     manager.close()
     return state
+  if start_step and is_chief:
+    print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
   batches = batches_from(start_step)
   step_fn = make_train_step(config, generator=generator, discriminator=discriminator,
                             g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
