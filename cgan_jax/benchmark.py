@@ -32,6 +32,7 @@ from cgan_jax import input_pipeline
 from cgan_jax import models
 from cgan_jax import sharding
 from cgan_jax import train
+from cgan_jax import train_step
 
 FLAGS = flags.FLAGS
 cli.define_config_flag(os.path.join(cli.CONFIGS_DIR, 'fashion_mnist.py'),
@@ -71,11 +72,11 @@ def _flops(compiled) -> float:
 def _build(config, info):
   """The models' init function and the train step for `config`."""
   generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
-  g_tx, d_tx = train.create_optimizers(config)
-  init_fn = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
+  g_tx, d_tx = train_step.create_optimizers(config)
+  init_fn = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
                               g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
                               latent_dim=config.model.latent_dim)
-  step_fn = train.make_train_step(config, generator=generator, discriminator=discriminator,
+  step_fn = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
                                   g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
   return init_fn, step_fn
 
@@ -89,7 +90,7 @@ def _model_flops(config, info, state, batch, mesh) -> float:
   config = config.copy_and_resolve_references()
   config.model.conv_impl = 'xla'
   _, step_fn = _build(config, info)
-  return _flops(train.make_sharded_step(step_fn, mesh).lower(state, batch))
+  return _flops(train_step.make_sharded_step(step_fn, mesh).lower(state, batch))
 
 
 def _dataset_info(config) -> input_pipeline.DatasetInfo:
@@ -159,14 +160,14 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   info = _dataset_info(config)
   init_fn, step_fn = _build(config, info)
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
-  train_loop = train.make_train_loop(step_fn, mesh)
+  train_loop = train_step.make_train_loop(step_fn, mesh)
   batches = _synthetic_batches(config, info, steps, mesh)
 
   # One step compiled ahead of time: its compile time and FLOPs (cost analysis does not
   # look inside loops); the SPMD program is per device, so scale by the device count.
   t = time.perf_counter()
   one_batch = jax.tree.map(lambda x: x[0], batches)
-  one_step = train.make_sharded_step(step_fn, mesh).lower(state, one_batch).compile()
+  one_step = train_step.make_sharded_step(step_fn, mesh).lower(state, one_batch).compile()
   compile_sec = time.perf_counter() - t
   step_flops = _flops(one_step) * mesh.devices.size
   model_flops = _model_flops(config, info, state, one_batch, mesh) * mesh.devices.size

@@ -14,6 +14,7 @@ from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train
+from cgan_jax import train_step
 from configs import cifar10
 
 LABELS = jnp.array([0, 1, 2, 3])
@@ -22,16 +23,16 @@ LABELS = jnp.array([0, 1, 2, 3])
 def train_steps(config, devices, batches, scan=None):
   """(initial state, state after the batches, mean metrics) on a mesh of `devices`."""
   generator, discriminator = models.create_models(config, 10, (8, 8, 1))
-  g_tx, d_tx = train.create_optimizers(config)
+  g_tx, d_tx = train_step.create_optimizers(config)
   mesh = sharding.make_mesh(devices)
-  init = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
+  init = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
                            g_tx=g_tx, d_tx=d_tx, image_shape=(8, 8, 1),
                            latent_dim=config.model.latent_dim)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
   initial = jax.device_get(state)
-  step = train.make_train_step(config, generator=generator, discriminator=discriminator,
+  step = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
                                g_tx=g_tx, d_tx=d_tx, num_classes=10)
-  loop = train.make_train_loop(step, mesh, scan=scan)
+  loop = train_step.make_train_loop(step, mesh, scan=scan)
   state, metrics = loop(state, sharding.to_global(batches, mesh))
   return initial, jax.device_get(state), jax.device_get(metrics)
 

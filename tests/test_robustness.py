@@ -21,6 +21,7 @@ from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train
+from cgan_jax import train_step
 from configs import digits
 from tests.conftest import REPO, make_tiny_config
 
@@ -144,7 +145,7 @@ def test_sigkill_and_sigterm_resume_exactly(interrupted, tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_a_second_one_interrupts(tmp_path, monkeypatch, capsys):
-  make_loop = train.make_train_loop
+  make_loop = train_step.make_train_loop
   calls = []
 
   def loop_that_presses_ctrl_c(*args, **kwargs):
@@ -157,7 +158,7 @@ def test_ctrl_c_saves_a_checkpoint_and_a_second_one_interrupts(tmp_path, monkeyp
       return loop(state, batches)
     return run
 
-  monkeypatch.setattr(train, 'make_train_loop', loop_that_presses_ctrl_c)
+  monkeypatch.setattr(train_step, 'make_train_loop', loop_that_presses_ctrl_c)
   workdir = str(tmp_path)
   state = train.train_and_evaluate(_long_config(), workdir)
   assert int(state.step) == 3 and _steps(workdir) == [3]
@@ -182,9 +183,9 @@ def test_ctrl_c_saves_a_checkpoint_and_a_second_one_interrupts(tmp_path, monkeyp
 def test_guard_keeps_the_state_on_a_nan_parameter():
   config = _long_config()
   generator, discriminator = models.create_models(config, 10, (8, 8, 1))
-  g_tx, d_tx = train.create_optimizers(config)
+  g_tx, d_tx = train_step.create_optimizers(config)
   mesh = sharding.make_mesh()
-  init = functools.partial(train.init_state, generator=generator, discriminator=discriminator,
+  init = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
                            g_tx=g_tx, d_tx=d_tx, image_shape=(8, 8, 1),
                            latent_dim=config.model.latent_dim)
   state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))  # Host copies: no shared buffers.
@@ -193,12 +194,12 @@ def test_guard_keeps_the_state_on_a_nan_parameter():
   state = jax.device_put(state.replace(d_params=jax.tree.unflatten(treedef, leaves)),
                          sharding.replicated(mesh))
   before = jax.device_get(state)
-  step = train.make_train_step(config, generator=generator, discriminator=discriminator,
+  step = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
                                g_tx=g_tx, d_tx=d_tx, num_classes=10)
   rng = np.random.RandomState(0)
   batches = {'image': rng.uniform(-1, 1, (1, 16, 8, 8, 1)).astype(np.float32),
              'label': rng.randint(0, 10, (1, 16)).astype(np.int32)}
-  after, metrics = train.make_train_loop(step, mesh)(state, sharding.to_global(batches, mesh))
+  after, metrics = train_step.make_train_loop(step, mesh)(state, sharding.to_global(batches, mesh))
   metrics = jax.device_get(metrics)
   assert metrics['nonfinite'] == 1 and metrics['nonfinite/d_loss'] == 1
   assert metrics['nonfinite/g_loss'] == 1 and int(metrics['nonfinite_index']) == 0

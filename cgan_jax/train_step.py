@@ -1,0 +1,260 @@
+"""The pure data-parallel GAN train step, (state, batch) -> (state, metrics), and its loop."""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from cgan_jax import input_pipeline
+from cgan_jax import losses
+from cgan_jax.sharding import DATA_AXIS
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue exactly: parameters, optimisers, RNG and step."""
+  step: jax.Array
+  rng: jax.Array  # Base key; step keys are fold_in(rng, step), so a restored run continues exactly.
+  g_params: Any
+  d_params: Any
+  g_opt_state: Any
+  d_opt_state: Any
+  ema_g_params: Any  # Exponential moving average of g_params, used for sampling.
+  d_stats: Any  # D's non-parameter variables (spectral-norm u and sigma); {} without them.
+
+
+def create_optimizers(config: ml_collections.ConfigDict):
+  """Adam for G and for D, each with its own learning rate and betas."""
+  g_tx = optax.adam(config.g_learning_rate, b1=config.g_b1, b2=config.g_b2)
+  d_tx = optax.adam(config.d_learning_rate, b1=config.d_b1, b2=config.d_b2)
+  if config.model.freeze_embed:
+    # Tables loaded from model.embed_init_file are named 'pretrained': they get no update.
+    def labels(params):
+      return jax.tree_util.tree_map_with_path(
+          lambda path, _: 'frozen' if any(getattr(k, 'key', None) == 'pretrained' for k in path)
+          else 'trained', params)
+    g_tx, d_tx = (optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
+                  for tx in (g_tx, d_tx))
+  return g_tx, d_tx
+
+
+def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_tx,
+               image_shape, latent_dim: int) -> TrainState:
+  """Initialises parameters and optimiser states (pure: jit it, or eval_shape it)."""
+  g_rng, d_rng, rng = jax.random.split(rng, 3)
+  z = jnp.zeros((1, latent_dim), jnp.float32)
+  num_attributes = len(input_pipeline.attribute_counts(generator.num_classes))
+  labels = jnp.zeros((1, num_attributes) if num_attributes > 1 else (1,), jnp.int32)
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  g_params = generator.init(g_rng, z, labels, train=False)['params']
+  d_variables = discriminator.init(d_rng, images, labels, train=False)
+  d_params = d_variables['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params, d_params=d_params,
+      g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), ema_g_params=g_params,
+      d_stats=d_variables.get('batch_stats', {}))
+
+
+def _example_keys(key, n_local: int):
+  """One key per example, indexed by its position in the global batch.
+
+  Noise and dropout therefore do not depend on how the batch is split over devices.
+  """
+  first = lax.axis_index(DATA_AXIS) * n_local
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, first + jnp.arange(n_local))
+
+
+def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
+                    discriminator: nn.Module, g_tx, d_tx, num_classes):
+  """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis.
+
+  `num_classes` is an int, or one class count per attribute (labels (B, attributes)).
+  """
+  loss = losses.get_loss(config.loss)
+  latent_dim = config.model.latent_dim
+  d_phases = {'joint': (('real', 'fake'),), 'separate': (('real',), ('fake',))}
+  if config.d_update not in d_phases:
+    raise ValueError(f"Unknown d_update {config.d_update!r}; choose 'joint' or 'separate'.")
+
+  def generate(g_params, key, n):
+    """n generated images with random labels, plus D's dropout keys for them."""
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(_example_keys(key, n))
+    z = jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys[:, 0])
+    labels = jax.vmap(lambda k: jax.random.randint(k, label_shape, 0, max_label))(keys[:, 1])
+    return generator.apply({'params': g_params}, z, labels, train=True), labels, keys[:, 2]
+
+  acgan = discriminator.conditioning == 'acgan'
+  counts = input_pipeline.attribute_counts(num_classes)
+  # Generated labels: uniform over each attribute's classes, independently.
+  label_shape, max_label = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
+
+  def d_logits(d_params, d_stats, images, labels, dropout_keys):
+    """D on a batch: logits, class logits (AC-GAN) and D's updated batch_stats."""
+    # Each example's dropout mask comes from its own key: device-count invariant.
+    logits, aux = discriminator.apply(
+        {'params': d_params, 'batch_stats': d_stats}, images, labels, train=True,
+        dropout_keys=dropout_keys, mutable=['batch_stats', 'intermediates'])
+    class_logits = aux['intermediates']['class_logits'][0] if acgan else None
+    return logits, class_logits, aux.get('batch_stats', {})
+
+  def d_update(d_params, d_stats, d_opt_state, real_dropout, fakes, fake_labels, fake_dropout,
+               images, labels, metrics):
+    """One D update (one or two optimiser steps, per config.d_update)."""
+    for phase in d_phases[config.d_update]:
+      def d_loss_fn(params, phase=phase):
+        terms, stats = {}, d_stats
+        # D on one example, for the penalties.
+        def logit_fn(image, label, key):  # pylint: disable=cell-var-from-loop
+          return d_logits(params, d_stats, image[None], label[None], key[None])[0][0]
+        if 'real' in phase:
+          real_logits, real_classes, stats = d_logits(params, d_stats, images, labels, real_dropout)
+          terms['d_loss_real'] = loss.d_real(real_logits).mean()
+          terms['d_acc_real'] = (real_logits > 0).mean()
+          if acgan:
+            terms['d_loss_class_real'] = config.acgan_weight * losses.class_cross_entropy(
+                real_classes, labels).mean()
+          if config.r1_gamma:
+            terms['d_loss_r1'] = 0.5 * config.r1_gamma * losses.r1_penalty(
+                logit_fn, images, labels, real_dropout).mean()
+        if 'fake' in phase:
+          fake_logits, fake_classes, _ = d_logits(params, d_stats, fakes, fake_labels, fake_dropout)
+          terms['d_loss_fake'] = loss.d_fake(fake_logits).mean()
+          terms['d_acc_fake'] = (fake_logits < 0).mean()
+          if acgan:
+            terms['d_loss_class_fake'] = config.acgan_weight * losses.class_cross_entropy(
+                fake_classes, fake_labels).mean()
+          if config.gp_weight:
+            gp_keys = jax.vmap(jax.random.fold_in, (0, None))(fake_dropout, 1)
+            terms['d_loss_gp'] = config.gp_weight * losses.gradient_penalty(
+                logit_fn, images, fakes, gp_keys, fake_labels, fake_dropout).mean()
+        return sum(v for k, v in terms.items() if k.startswith('d_loss')), (terms, stats)
+      grads, (terms, d_stats) = jax.grad(d_loss_fn, has_aux=True)(d_params)
+      grads = lax.pmean(grads, DATA_AXIS)
+      updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
+      d_params = optax.apply_updates(d_params, updates)
+      metrics.update(terms)
+      # Norm of the averaged gradient, one per D phase ('d_grad_norm' or '_real'/'_fake').
+      suffix = '' if len(d_phases[config.d_update]) == 1 else '_' + phase[0]
+      metrics['d_grad_norm' + suffix] = optax.tree.norm(grads)
+    return d_params, d_stats, d_opt_state
+
+  def step(state: TrainState, batch):
+    images, labels = batch['image'], batch['label']
+    n_real = images.shape[0]
+    n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
+    key = jax.random.fold_in(state.rng, state.step)
+    real_key, fake_key, g_key = jax.random.split(key, 3)
+
+    d_params, d_stats, d_opt_state, metrics = (state.d_params, state.d_stats,
+                                               state.d_opt_state, {})
+    for i in range(config.d_steps):
+      # The same real batch each time, with fresh fakes and dropout.
+      rk, fk = (real_key, fake_key) if i == 0 else (jax.random.fold_in(real_key, i),
+                                                    jax.random.fold_in(fake_key, i))
+      fakes, fake_labels, fake_dropout = generate(state.g_params, fk, n_real)
+      d_params, d_stats, d_opt_state = d_update(
+          d_params, d_stats, d_opt_state, _example_keys(rk, n_real), lax.stop_gradient(fakes),
+          fake_labels, fake_dropout, images, labels, metrics)
+
+    def g_loss_fn(params):
+      generated, gen_labels, gen_dropout = generate(params, g_key, n_gen)
+      logits, classes, _ = d_logits(d_params, d_stats, generated, gen_labels, gen_dropout)
+      terms = {'g_loss_adv': loss.g(logits).mean()}
+      if acgan:
+        terms['g_loss_class'] = config.acgan_weight * losses.class_cross_entropy(
+            classes, gen_labels).mean()
+      return sum(terms.values()), terms
+    (g_loss, g_terms), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    grads = lax.pmean(grads, DATA_AXIS)
+    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    # The average starts at G's initial weights; warming the decay up (as TF's
+    # ExponentialMovingAverage with num_updates) keeps short runs from sampling near them.
+    decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params, g_params)
+
+    if acgan:
+      metrics.update(g_terms)
+    metrics['g_loss'] = g_loss
+    metrics['g_grad_norm'] = optax.tree.norm(grads)
+    metrics['d_loss'] = metrics.get('d_loss_real', 0.0) + metrics.get('d_loss_fake', 0.0)
+    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema,
+                              d_stats=d_stats)
+    return new_state, lax.pmean(metrics, DATA_AXIS)
+
+  return guard_nonfinite(step)
+
+
+def guard_nonfinite(step_fn):
+  """Wraps a step so that a non-finite metric (loss, gradient norm) or new state is not applied.
+
+  The state then stays as it was; metrics gain 'nonfinite' (1 for a dropped update) and
+  'nonfinite/NAME' for each bad metric ('nonfinite/state' for parameters and optimiser state).
+  Metrics are pmean'd, so every device takes the same decision.
+  """
+  def guarded(state, batch):
+    new_state, metrics = step_fn(state, batch)
+    bad = {f'nonfinite/{k}': ~jnp.isfinite(v).all() for k, v in metrics.items()}
+    bad['nonfinite/state'] = ~jnp.all(jnp.stack([
+        jnp.isfinite(x).all() for x in jax.tree.leaves(new_state)
+        if jnp.issubdtype(x.dtype, jnp.inexact)]))
+    dropped = jnp.any(jnp.stack(list(bad.values())))
+    state = jax.tree.map(lambda old, new: jnp.where(dropped, old, new), state, new_state)
+    metrics = {**metrics, **{k: v.astype(jnp.float32) for k, v in bad.items()},
+               'nonfinite': dropped.astype(jnp.float32)}
+    return state, metrics
+
+  return guarded
+
+
+def _mean_metrics(metrics):
+  """Means over steps of stacked metrics; 'nonfinite' flags are 1 if any step set them."""
+  reduced = {k: jnp.max(v, initial=0) if k.startswith('nonfinite') else jnp.mean(v)
+             for k, v in metrics.items()}
+  # The first dropped step (the appended 1 keeps argmax defined for a zero-step loop).
+  reduced['nonfinite_index'] = jnp.argmax(jnp.append(metrics['nonfinite'], 1))
+  return reduced
+
+
+def make_sharded_step(step_fn, mesh):
+  """jit(shard_map) of one step: state replicated and donated, the batch sharded on `data`."""
+  sharded = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+                          out_specs=(P(), P()), check_vma=False)
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def make_train_loop(step_fn, mesh, *, scan=None):
+  """`(state, batches) -> (state, mean metrics)` for batches [steps, global_batch, ...] on `data`.
+
+  By default the steps run as one lax.scan dispatch, except on XLA:CPU, which runs
+  convolutions inside a loop ~30x slower (measured) and whose compile time would grow with
+  an unrolled loop: there each step is one asynchronous dispatch of the compiled step, and
+  the host only waits when the caller reads the metrics. 'nonfinite_index' is the first
+  step whose update was dropped.
+  """
+  scan = jax.default_backend() != 'cpu' if scan is None else scan
+  if scan:
+    def loop(state, batches):
+      state, metrics = lax.scan(step_fn, state, batches)
+      return state, _mean_metrics(metrics)
+    sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),
+                            out_specs=(P(), P()), check_vma=False)
+    return jax.jit(sharded, donate_argnums=0)
+
+  one_step = make_sharded_step(step_fn, mesh)
+  mean = jax.jit(lambda metrics: _mean_metrics(jax.tree.map(lambda *v: jnp.stack(v), *metrics)))
+
+  def dispatch_loop(state, batches):
+    metrics = []
+    for i in range(len(jax.tree.leaves(batches)[0])):
+      state, step_metrics = one_step(state, jax.tree.map(lambda x, i=i: x[i], batches))
+      metrics.append(step_metrics)
+    return state, mean(metrics)
+  return dispatch_loop
