@@ -73,11 +73,12 @@ def _build(config, info):
   """The models' init function and the train step for `config`."""
   generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
   g_tx, d_tx = train_step.create_optimizers(config)
-  init_fn = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
-                              g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
-                              latent_dim=config.model.latent_dim)
-  step_fn = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
-                                  g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  init_fn = functools.partial(
+      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
+      d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.model.latent_dim)
+  step_fn = train_step.make_train_step(
+      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+      num_classes=info.num_classes)
   return init_fn, step_fn
 
 
@@ -226,7 +227,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  if config.reuse_host_memory and host_memory.jax_runs_on_cpu():
+  if config.reuse_host_memory:
     host_memory.keep_freed_memory()
   keras = None
   try:

@@ -120,6 +120,11 @@ def saved_items(directory, step: int) -> set:
   return {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
 
 
+def read_only_options() -> ocp.CheckpointManagerOptions:
+  """Options of a manager that only restores (and so asks Orbax for no saves or deletions)."""
+  return ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+
+
 def _is_classifier(directory, step: int) -> bool:
   """Whether checkpoint `step` in `directory` is a judge's (cgan_jax.classifier), not a GAN run's."""
   items = saved_items(directory, step)
@@ -191,9 +196,8 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
 
   Returns ({key: params}, config, dataset_metadata, step).
   """
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   manager = ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=options,
+      checkpoint_dir(workdir), options=read_only_options(),
       item_handlers={'state': ocp.PyTreeCheckpointHandler(),
                      'config': ocp.JsonCheckpointHandler(), 'dataset': ocp.JsonCheckpointHandler()})
   steps = manager.all_steps()

@@ -49,9 +49,8 @@ def create_model(clf_config: ml_collections.ConfigDict, num_classes: int) -> Cla
 
 
 def _manager(workdir: str, read_only: bool = False) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else 1,
-                                         save_interval_steps=0 if read_only else 1,
-                                         create=not read_only, read_only=read_only)
+  options = (checkpoint.read_only_options() if read_only else
+             ocp.CheckpointManagerOptions(max_to_keep=1))
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
       item_handlers={'params': ocp.PyTreeCheckpointHandler(),

@@ -23,10 +23,12 @@ def keep_freed_memory() -> bool:
   of page faults per step of the tutorial model, whose im2col copies then ran 4x slower than
   memory allows (measured). One arena, no mmap and no trimming keep that memory mapped. The
   one arena costs steps of tiny models, whose threads then contend for it (the digits step ran
-  1.4x slower), hence `config.reuse_host_memory`. Call it before JAX runs anything. Skipped off
-  glibc, and where the user tunes malloc through glibc's MALLOC_* environment variables.
+  1.4x slower), hence `config.reuse_host_memory`. Call it before JAX runs anything. Skipped
+  where JAX computes on an accelerator (there the one arena would only slow the input pipeline's
+  threads), off glibc, and where the user tunes malloc through glibc's MALLOC_* variables.
   """
-  if not sys.platform.startswith('linux') or any(k.startswith('MALLOC_') for k in os.environ):
+  if (not jax_runs_on_cpu() or not sys.platform.startswith('linux') or
+      any(k.startswith('MALLOC_') for k in os.environ)):
     return False
   try:
     libc = ctypes.CDLL('libc.so.6')

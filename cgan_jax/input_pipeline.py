@@ -114,11 +114,13 @@ class _Source:
     if flat:
       raise ValueError(f'Image folder {path!r} has images directly in {flat[0]!r}/; expected '
                        f'PATH/<split>/<label>/*.png: move the class folders into {path}/train/.')
-    unread = collections.Counter(os.path.splitext(f)[1].lower() for _, files in
-                                 _image_files_by_folder(path, _UNREAD_EXTENSIONS) for f in files)
+    counts = collections.Counter(os.path.splitext(f)[1].lower() for _, files in
+                                 _image_files_by_folder(path, IMAGE_EXTENSIONS + _UNREAD_EXTENSIONS)
+                                 for f in files)
+    unread = sorted((ext, n) for ext, n in counts.items() if ext in _UNREAD_EXTENSIONS)
     if unread:
-      found = ', '.join(f'{n} {ext}' for ext, n in sorted(unread.items()))
-      if not any(files for _, files in _image_files_by_folder(path)):
+      found = ', '.join(f'{n} {ext}' for ext, n in unread)
+      if not any(counts[ext] for ext in IMAGE_EXTENSIONS):
         raise ValueError(f'Image folder {path!r} has {found} files and no PNG or JPEG ones, the '
                          'formats tfds.ImageFolder reads; convert them (e.g. with PIL).')
       logging.log_first_n(logging.WARNING, 'Image folder %r: skipping %s files; tfds.ImageFolder '

@@ -71,7 +71,7 @@ def _default_workdir() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.config.reuse_host_memory and host_memory.jax_runs_on_cpu():
+  if FLAGS.config.reuse_host_memory:
     host_memory.keep_freed_memory()
   try:
     _maybe_initialize_distributed()

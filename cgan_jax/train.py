@@ -83,7 +83,7 @@ def _stop_signals():
       signal.signal(signal.SIGINT, signal.default_int_handler)
 
   previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_signal)}
-  if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Not ignored (a background job).
+  if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Not ignored (background jobs).
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
   try:
     yield received
@@ -102,9 +102,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   info = input_pipeline.get_info(config)
   generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
   g_tx, d_tx = train_step.create_optimizers(config)
-  init_fn = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
-                              g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
-                              latent_dim=config.model.latent_dim)
+  init_fn = functools.partial(
+      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
+      d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.model.latent_dim)
   replicated = sharding.replicated(mesh)
   rng = jax.random.PRNGKey(config.seed)
   if config.on_nonfinite not in ('stop', 'restore'):
@@ -138,8 +138,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if start_step and is_chief:
     print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
   batches = batches_from(start_step)
-  step_fn = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
-                            g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  step_fn = train_step.make_train_step(
+      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+      num_classes=info.num_classes)
   train_loop = train_step.make_train_loop(step_fn, mesh)
   writer = tensorboard.SummaryWriter(workdir) if is_chief else None
   if writer and start_step == 0:
@@ -191,7 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done = step >= config.num_train_steps
 
       if done or _due(step, config.log_every_steps):
-        metrics = {k: v for k, v in jax.device_get(metrics).items() if not k.startswith('nonfinite')}
+        metrics = {k: v for k, v in jax.device_get(metrics).items()
+                   if not k.startswith('nonfinite')}
         elapsed = time.time() - t_last
         steps_per_sec = (step - step_last) / elapsed
         metrics['steps_per_sec'] = steps_per_sec

@@ -25,13 +25,14 @@ def train_steps(config, devices, batches, scan=None):
   generator, discriminator = models.create_models(config, 10, (8, 8, 1))
   g_tx, d_tx = train_step.create_optimizers(config)
   mesh = sharding.make_mesh(devices)
-  init = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
-                           g_tx=g_tx, d_tx=d_tx, image_shape=(8, 8, 1),
-                           latent_dim=config.model.latent_dim)
+  init = functools.partial(
+      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
+      d_tx=d_tx, image_shape=(8, 8, 1), latent_dim=config.model.latent_dim)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
   initial = jax.device_get(state)
-  step = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
-                               g_tx=g_tx, d_tx=d_tx, num_classes=10)
+  step = train_step.make_train_step(
+      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+      num_classes=10)
   loop = train_step.make_train_loop(step, mesh, scan=scan)
   state, metrics = loop(state, sharding.to_global(batches, mesh))
   return initial, jax.device_get(state), jax.device_get(metrics)

@@ -97,12 +97,13 @@ def _reference_state(config, global_batches):
   generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
   g_tx, d_tx = train_step.create_optimizers(config)
   mesh = sharding.make_mesh()
-  init = functools.partial(train_step.init_state, generator=generator, discriminator=discriminator,
-                           g_tx=g_tx, d_tx=d_tx, image_shape=info.image_shape,
-                           latent_dim=config.model.latent_dim)
+  init = functools.partial(
+      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
+      d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.model.latent_dim)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
-  step = train_step.make_train_step(config, generator=generator, discriminator=discriminator,
-                               g_tx=g_tx, d_tx=d_tx, num_classes=info.num_classes)
+  step = train_step.make_train_step(
+      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+      num_classes=info.num_classes)
   state, _ = train_step.make_train_loop(step, mesh)(state, sharding.to_global(global_batches, mesh))
   return jax.device_get(state)
 
