@@ -2,9 +2,11 @@
 
 import collections
 import dataclasses
+import hashlib
 import itertools
 import os
 import socket
+import tempfile
 from typing import Any, Optional
 import urllib.parse
 import urllib.request
@@ -103,17 +105,23 @@ class _Source:
     ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
     return ds.shard(jax.process_count(), jax.process_index())
 
-  # A folder of class subfolders: PATH/<split>/<label>/*.png (the tfds.ImageFolder layout).
+  # A folder of class subfolders: PATH/<split>/<label>/*.png (the tfds.ImageFolder layout), or
+  # PATH/<label>/*.png (torchvision's and Keras' layout), read as one split, 'train'.
   def _init_folder(self, path):
     if not os.path.isdir(path):
-      raise ValueError(f'Image folder {path!r} does not exist; expected PATH/<split>/<label>/*.png.')
-    # A class-per-folder tree without the split level (torchvision's layout) would otherwise
-    # be read as one split per class with no labels.
-    flat = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and any(
-        f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(os.path.join(path, d))))
-    if flat:
-      raise ValueError(f'Image folder {path!r} has images directly in {flat[0]!r}/; expected '
-                       f'PATH/<split>/<label>/*.png: move the class folders into {path}/train/.')
+      raise ValueError(f'Image folder {path!r} does not exist; expected PATH/<split>/<label>/*.png '
+                       'or PATH/<label>/*.png.')
+    path = os.path.abspath(path)
+    has_images = lambda d: any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(d))
+    if has_images(path):
+      raise ValueError(f'Image folder {path!r} has images directly in it; a conditional GAN needs '
+                       'one subfolder per class: PATH/<label>/*.png.')
+    subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    flat = [d for d in subdirs if has_images(os.path.join(path, d))]
+    if flat and len(flat) < len(subdirs):
+      raise ValueError(f'Image folder {path!r} mixes class folders with images ({flat[0]!r}) and '
+                       f'folders without ({sorted(set(subdirs) - set(flat))[0]!r}); use either '
+                       'PATH/<split>/<label>/*.png or PATH/<label>/*.png.')
     counts = collections.Counter(os.path.splitext(f)[1].lower() for _, files in
                                  _image_files_by_folder(path, IMAGE_EXTENSIONS + _UNREAD_EXTENSIONS)
                                  for f in files)
@@ -125,7 +133,7 @@ class _Source:
                          'formats tfds.ImageFolder reads; convert them (e.g. with PIL).')
       logging.log_first_n(logging.WARNING, 'Image folder %r: skipping %s files; tfds.ImageFolder '
                           'reads only PNG and JPEG.', 1, path, found)
-    builder = tfds.ImageFolder(path)
+    builder = tfds.ImageFolder(_as_train_split(path) if flat else path)
     self._builder = builder
     self.num_classes = builder.info.features['label'].num_classes
     self.class_names = tuple(builder.info.features['label'].names)
@@ -229,6 +237,18 @@ def _unresolvable_download_hosts(builder) -> list:
   return sorted(hosts)
 
 
+def _as_train_split(path):
+  """A folder whose only split, 'train', is a link to `path` (tfds.ImageFolder wants splits)."""
+  root = os.path.join(tempfile.gettempdir(), 'cgan_jax_image_folders',
+                      hashlib.sha1(path.encode()).hexdigest()[:16])
+  os.makedirs(root, exist_ok=True)
+  try:
+    os.symlink(path, os.path.join(root, 'train'), target_is_directory=True)
+  except FileExistsError:  # Made by an earlier run or by another process of this one.
+    pass
+  return root
+
+
 def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
   """(folder, its image files' names) for every folder under `path`, both in sorted order."""
   for root, _, files in sorted(os.walk(path)):
@@ -249,7 +269,8 @@ def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):
     if len(shapes) >= limit:
       break
   if not shapes:
-    raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png.')
+    raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png or '
+                     'PATH/<label>/*.png.')
   height, width, channels = shapes[0]
   if any(shape[:2] != (height, width) for shape in shapes):
     height = width = None

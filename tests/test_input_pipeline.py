@@ -157,10 +157,28 @@ def test_unreadable_image_is_named(tiny_config, tmp_path):
   assert sum(len(b['label']) for b in input_pipeline.numpy_batches(ds, tiny_config)) == 12
 
 
-def test_folder_without_split_level_is_a_clear_error(tiny_config, tmp_path):
+def test_folder_without_split_level_is_the_train_split(tiny_config, tmp_path):
   _write_folder(str(tmp_path))
-  tiny_config.dataset = f'folder:{tmp_path / "train"}'  # PATH/<label>/*.png: no split level.
-  with pytest.raises(ValueError, match=r"images directly in 'cat'/.*move the class folders"):
+  tiny_config.dataset = f'folder:{tmp_path / "train"}'  # PATH/<label>/*.png, as torchvision reads.
+  batch, info = _first_batch(tiny_config, batch_size=4)
+  assert info.num_examples == 12 and info.class_names == ('cat', 'dog', 'eel')
+  _check_batch(batch, info, 4)
+  with pytest.raises(ValueError, match=r"no split 'test'; it has \['train'\]"):
+    input_pipeline.create_dataset(tiny_config, 'test', 4, train=False)
+
+
+@pytest.mark.parametrize('layout,message', [
+    ('images_at_top', r'has images directly in it; .* one subfolder per class'),
+    ('mixed', r"mixes class folders with images \('cat'\) and folders without \('test'\)"),
+])
+def test_folder_layout_errors(tiny_config, tmp_path, layout, message):
+  _write_folder(str(tmp_path))
+  if layout == 'images_at_top':
+    shutil.copy(next((tmp_path / 'train' / 'cat').glob('*.png')), tmp_path / 'stray.png')
+  else:
+    shutil.copytree(tmp_path / 'train' / 'cat', tmp_path / 'cat')
+  tiny_config.dataset = f'folder:{tmp_path}'
+  with pytest.raises(ValueError, match=message):
     input_pipeline.get_info(tiny_config)
 
 
