@@ -11,7 +11,6 @@ tutorial iteration in a process of its own, in windows alternating with these;
 `ratio_to_keras` is the median over adjacent window pairs of Keras time over JAX time.
 """
 
-import functools
 import json
 import os
 import statistics
@@ -29,7 +28,6 @@ import numpy as np
 from cgan_jax import cli
 from cgan_jax import host_memory
 from cgan_jax import input_pipeline
-from cgan_jax import models
 from cgan_jax import sharding
 from cgan_jax import train
 from cgan_jax import train_step
@@ -69,19 +67,6 @@ def _flops(compiled) -> float:
   return float(analysis.get('flops', 0.0))
 
 
-def _build(config, info):
-  """The models' init function and the train step for `config`."""
-  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
-  g_tx, d_tx = train_step.create_optimizers(config)
-  init_fn = functools.partial(
-      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
-      d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.model.latent_dim)
-  step_fn = train_step.make_train_step(
-      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
-      num_classes=info.num_classes)
-  return init_fn, step_fn
-
-
 def _model_flops(config, info, state, batch, mesh) -> float:
   """FLOPs of one step as direct convolutions (XLA's own, conv_impl='xla'): the model's work.
 
@@ -90,7 +75,7 @@ def _model_flops(config, info, state, batch, mesh) -> float:
   """
   config = config.copy_and_resolve_references()
   config.model.conv_impl = 'xla'
-  _, step_fn = _build(config, info)
+  step_fn = train_step.build(config, info.num_classes, info.image_shape).step_fn
   return _flops(train_step.make_sharded_step(step_fn, mesh).lower(state, batch))
 
 
@@ -159,7 +144,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   mesh = sharding.make_mesh()
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
   info = _dataset_info(config)
-  init_fn, step_fn = _build(config, info)
+  _, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
   train_loop = train_step.make_train_loop(step_fn, mesh)
   batches = _synthetic_batches(config, info, steps, mesh)

@@ -17,7 +17,6 @@ from jax.experimental import multihost_utils
 from cgan_jax import checkpoint
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
-from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train_step
@@ -100,11 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   local_batch = sharding.local_batch_size(config.batch_size, mesh)
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
   info = input_pipeline.get_info(config)
-  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
-  g_tx, d_tx = train_step.create_optimizers(config)
-  init_fn = functools.partial(
-      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
-      d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.model.latent_dim)
+  generator, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
   replicated = sharding.replicated(mesh)
   rng = jax.random.PRNGKey(config.seed)
   if config.on_nonfinite not in ('stop', 'restore'):
@@ -138,9 +133,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if start_step and is_chief:
     print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
   batches = batches_from(start_step)
-  step_fn = train_step.make_train_step(
-      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
-      num_classes=info.num_classes)
   train_loop = train_step.make_train_loop(step_fn, mesh)
   writer = tensorboard.SummaryWriter(workdir) if is_chief else None
   if writer and start_step == 0:

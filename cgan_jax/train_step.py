@@ -1,6 +1,7 @@
 """The pure data-parallel GAN train step, (state, batch) -> (state, metrics), and its loop."""
 
-from typing import Any
+import functools
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -13,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from cgan_jax import input_pipeline
 from cgan_jax import losses
+from cgan_jax import models
 from cgan_jax.sharding import DATA_AXIS
 
 
@@ -190,6 +192,25 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     return new_state, lax.pmean(metrics, DATA_AXIS)
 
   return guard_nonfinite(step)
+
+
+class Trainer(NamedTuple):
+  """The pieces a run is built from, made for one config and dataset."""
+  generator: nn.Module
+  init_fn: Callable  # rng -> the initial TrainState (pure: jit it, or eval_shape it).
+  step_fn: Callable  # The per-device step (state, batch) -> (state, metrics).
+
+
+def build(config: ml_collections.ConfigDict, num_classes, image_shape) -> Trainer:
+  """The models, optimisers, state initialiser and per-device step for `config`."""
+  generator, discriminator = models.create_models(config, num_classes, image_shape)
+  g_tx, d_tx = create_optimizers(config)
+  init_fn = functools.partial(
+      init_state, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
+      image_shape=tuple(image_shape), latent_dim=config.model.latent_dim)
+  step_fn = make_train_step(config, generator=generator, discriminator=discriminator, g_tx=g_tx,
+                            d_tx=d_tx, num_classes=num_classes)
+  return Trainer(generator=generator, init_fn=init_fn, step_fn=step_fn)
 
 
 def guard_nonfinite(step_fn):

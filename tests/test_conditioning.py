@@ -22,17 +22,10 @@ LABELS = jnp.array([0, 1, 2, 3])
 
 def train_steps(config, devices, batches, scan=None):
   """(initial state, state after the batches, mean metrics) on a mesh of `devices`."""
-  generator, discriminator = models.create_models(config, 10, (8, 8, 1))
-  g_tx, d_tx = train_step.create_optimizers(config)
+  _, init, step = train_step.build(config, 10, (8, 8, 1))
   mesh = sharding.make_mesh(devices)
-  init = functools.partial(
-      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
-      d_tx=d_tx, image_shape=(8, 8, 1), latent_dim=config.model.latent_dim)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
   initial = jax.device_get(state)
-  step = train_step.make_train_step(
-      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
-      num_classes=10)
   loop = train_step.make_train_loop(step, mesh, scan=scan)
   state, metrics = loop(state, sharding.to_global(batches, mesh))
   return initial, jax.device_get(state), jax.device_get(metrics)

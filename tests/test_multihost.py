@@ -1,6 +1,5 @@
 """Two processes joined by jax.distributed train the same model as one process would."""
 
-import functools
 import os
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import pytest
 
 from cgan_jax import checkpoint
 from cgan_jax import input_pipeline
-from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train_step
@@ -94,16 +92,9 @@ def _process_stream(config, process_index, monkeypatch, local_batch, num_batches
 def _reference_state(config, global_batches):
   """One process, all 8 of the test's devices, on the global batches the processes formed."""
   info = input_pipeline.get_info(config)
-  generator, discriminator = models.create_models(config, info.num_classes, info.image_shape)
-  g_tx, d_tx = train_step.create_optimizers(config)
+  _, init, step = train_step.build(config, info.num_classes, info.image_shape)
   mesh = sharding.make_mesh()
-  init = functools.partial(
-      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
-      d_tx=d_tx, image_shape=info.image_shape, latent_dim=config.model.latent_dim)
   state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
-  step = train_step.make_train_step(
-      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
-      num_classes=info.num_classes)
   state, _ = train_step.make_train_loop(step, mesh)(state, sharding.to_global(global_batches, mesh))
   return jax.device_get(state)
 

@@ -17,7 +17,6 @@ from jax.experimental.compilation_cache import compilation_cache as cc
 
 from cgan_jax import checkpoint
 from cgan_jax import input_pipeline
-from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train
@@ -182,21 +181,14 @@ def test_ctrl_c_saves_a_checkpoint_and_a_second_one_interrupts(tmp_path, monkeyp
 
 def test_guard_keeps_the_state_on_a_nan_parameter():
   config = _long_config()
-  generator, discriminator = models.create_models(config, 10, (8, 8, 1))
-  g_tx, d_tx = train_step.create_optimizers(config)
+  _, init, step = train_step.build(config, 10, (8, 8, 1))
   mesh = sharding.make_mesh()
-  init = functools.partial(
-      train_step.init_state, generator=generator, discriminator=discriminator, g_tx=g_tx,
-      d_tx=d_tx, image_shape=(8, 8, 1), latent_dim=config.model.latent_dim)
   state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))  # Host copies: no shared buffers.
   leaves, treedef = jax.tree.flatten(state.d_params)
   leaves[0] = np.where(np.arange(leaves[0].shape[-1]) == 0, np.nan, leaves[0])
   state = jax.device_put(state.replace(d_params=jax.tree.unflatten(treedef, leaves)),
                          sharding.replicated(mesh))
   before = jax.device_get(state)
-  step = train_step.make_train_step(
-      config, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
-      num_classes=10)
   rng = np.random.RandomState(0)
   batches = {'image': rng.uniform(-1, 1, (1, 16, 8, 8, 1)).astype(np.float32),
              'label': rng.randint(0, 10, (1, 16)).astype(np.int32)}
