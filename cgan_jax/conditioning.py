@@ -35,7 +35,14 @@ def embed_init(path: str):
     if not os.path.exists(path):
       raise FileNotFoundError(f'model.embed_init_file {path} does not exist; give a .npy file '
                               f'of shape {tuple(shape)} (classes x embedding size) or unset it.')
-    table = np.load(path)
+    try:
+      table = np.load(path, allow_pickle=False)
+    except (ValueError, OSError):  # numpy's message for a text file speaks of pickles.
+      raise ValueError(f'model.embed_init_file {path} is not a .npy file; write the table with '
+                       'numpy.save.') from None
+    if not isinstance(table, np.ndarray) or not np.issubdtype(table.dtype, np.number):
+      raise ValueError(f'model.embed_init_file {path} does not hold one numeric array; write the '
+                       'table alone with numpy.save.')
     if table.shape != tuple(shape):
       raise ValueError(f'model.embed_init_file {path} has shape {table.shape}, this embedding '
                        f'needs {tuple(shape)} (classes x embedding size); set model.embed_dim '

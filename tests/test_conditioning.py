@@ -167,6 +167,14 @@ def test_embeddings_from_file_and_frozen(tiny_config, tmp_path):
   generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
   with pytest.raises(FileNotFoundError, match='does not exist'):
     generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)
+  (tmp_path / 'embed.txt').write_text('0.1 0.2\n')
+  np.savez(tmp_path / 'embed.npz', table=table)
+  for name, message in (('embed.txt', r'is not a \.npy file; write the table with numpy\.save'),
+                        ('embed.npz', 'does not hold one numeric array')):
+    tiny_config.model.embed_init_file = str(tmp_path / name)
+    generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+    with pytest.raises(ValueError, match=message):
+      generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)
 
 
 def test_unknown_styles_are_clear_errors(tiny_config):
