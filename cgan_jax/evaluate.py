@@ -1,6 +1,7 @@
 """Scores a trained generator with the judge classifier, beside the same scores for real images.
 
 python -m cgan_jax.evaluate --workdir=DIR --classifier=CLFDIR [--num_per_class=N] [--step=S] [--noema]
+  [--eval_split=NAME]
 
 Generated images (N per class) and real held-out images (the ceiling) are each compared with
 the same number of real training images: FD, precision/recall and density/coverage use the
@@ -37,7 +38,8 @@ def score(logits, features, labels, reference_features, num_classes: int) -> dic
           'classifier_score': metrics.classifier_score(logits),
           'fd': metrics.frechet_distance(features, reference_features),
           **metrics.prdc(reference_features, features),
-          'cond_acc_per_class': [round(float(a), 4) for a in per_class]}
+          # None for a class absent from the images (a NaN would make the JSON line invalid).
+          'cond_acc_per_class': [None if np.isnan(a) else round(float(a), 4) for a in per_class]}
 
 
 class Evaluator:
@@ -89,9 +91,14 @@ class Evaluator:
 
 
 def evaluate(workdir: str, classifier_dir: str, *, num_per_class: int = 0,
-             step: Optional[int] = None, use_ema: bool = True, seed: int = 0) -> dict:
-  """Scores the generator in `workdir` and real held-out images; writes metrics_step_S.json."""
+             step: Optional[int] = None, use_ema: bool = True, seed: int = 0,
+             eval_split: Optional[str] = None) -> dict:
+  """Scores the generator in `workdir` and real held-out images (`eval_split`, by default the
+  run's config.eval_split); writes metrics_step_S.json."""
   params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
+  if eval_split:
+    config = config.copy_and_resolve_references()
+    config.eval_split = eval_split
   evaluator = Evaluator(classifier_dir, dataset['num_classes'], dataset['image_shape'],
                         num_per_class, data_config=config)
   generated = evaluator(sample.build_generator(config, dataset), params,
@@ -132,9 +139,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   try:
     result = evaluate(FLAGS.workdir, FLAGS.classifier, num_per_class=FLAGS.num_per_class,
-                      step=FLAGS.step, use_ema=FLAGS.ema, seed=FLAGS.seed)
+                      step=FLAGS.step, use_ema=FLAGS.ema, seed=FLAGS.seed,
+                      eval_split=FLAGS.eval_split)
   except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f'Error: {e}') from None
+    # The run's config is fixed; here the held-out split is this command's flag.
+    raise SystemExit(f"Error: {str(e).replace('--config.eval_split', '--eval_split')}") from None
   print(format_table(result))
   print(json.dumps(result), flush=True)
 
@@ -148,4 +157,6 @@ if __name__ == '__main__':
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   flags.DEFINE_bool('ema', True, "Score the EMA of G's weights (the raw weights with --noema).")
+  flags.DEFINE_string('eval_split', None, "Held-out split of real images; default: the run's "
+                      'config.eval_split.')
   cli.run(main)

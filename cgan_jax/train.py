@@ -217,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 flush=True)
         if writer:
           for name, value in [*scores.items(), *(
-              (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class))]:
+              (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class) if a is not None)]:
             writer.scalar(f'eval/{name}', value, step)
         if step not in best_manager.all_steps():  # Already there when a run resumes past it.
           checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)

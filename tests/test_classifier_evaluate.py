@@ -85,7 +85,16 @@ def test_evaluate_library_is_deterministic(trained_workdir, judge_dir):
   assert a == b and a['step'] == 4 and a['n'] == 50
 
 
+def test_evaluate_on_another_split_is_valid_json(trained_workdir, judge_dir):
+  result = evaluate.evaluate(trained_workdir, judge_dir, num_per_class=1, eval_split='train')
+  # Ten real training images rarely hold every digit: absent classes are null, not NaN.
+  per_class = result['real']['cond_acc_per_class']
+  assert len(per_class) == 10 and None in per_class
+  json.dumps(result, allow_nan=False)
+
+
 @pytest.mark.parametrize('kwargs,error,message', [
+    ({'eval_split': 'validation'}, ValueError, r"no split 'validation'; it has \['test', 'train'\]"),
     ({'num_per_class': 1000}, ValueError, 'use at most 29'),
     ({'step': 999}, ValueError, 'No checkpoint for step 999'),
     ({'classifier_dir': '/nonexistent'}, FileNotFoundError, 'No classifier in'),
