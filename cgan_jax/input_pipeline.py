@@ -2,11 +2,13 @@
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import itertools
 import os
 import socket
 import tempfile
+import types
 from typing import Any, Optional
 import urllib.parse
 import urllib.request
@@ -101,9 +103,8 @@ class _Source:
 
   def _read_digits(self, split, seed):
     del seed
-    images, labels = self._splits[split]
-    ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
-    return ds.shard(jax.process_count(), jax.process_index())
+    return self._read_slices(split, lambda name: tf.data.Dataset.from_tensor_slices(
+        {'image': self._splits[name][0], 'label': self._splits[name][1]}))
 
   # A folder of class subfolders: PATH/<split>/<label>/*.png (the tfds.ImageFolder layout), or
   # PATH/<label>/*.png (torchvision's and Keras' layout), read as one split, 'train'.
@@ -142,9 +143,9 @@ class _Source:
     self._read = self._read_folder
 
   def _read_folder(self, split, seed):
-    ds = self._builder.as_dataset(split=split, shuffle_files=False)
-    # ImageFolder has no sub-split API: each host keeps every process_count-th file.
-    ds = ds.shard(jax.process_count(), jax.process_index())
+    # ImageFolder has no sub-split API, so slices are taken here.
+    ds = self._read_slices(
+        split, lambda name: self._builder.as_dataset(split=name, shuffle_files=False))
     channels = self.native_shape[-1]
     return ds.map(lambda ex: {'image': _to_channels(ex['image'], channels), 'label': ex['label']},
                   num_parallel_calls=tf.data.AUTOTUNE)
@@ -157,18 +158,25 @@ class _Source:
       raise ValueError(
           f'Unknown dataset {name!r} ({type(e).__name__}); use a TFDS name such as mnist, '
           f"fashion_mnist or cifar10, 'digits', or 'folder:PATH'.") from None
-    image_key, label_key = builder.info.supervised_keys or ('image', 'label')
     features = builder.info.features
+    images = sorted(k for k, f in features.items() if isinstance(f, tfds.features.Image))
     class_labels = sorted(k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel))
     if not class_labels:
       raise ValueError(f'Dataset {name!r} has no class label feature; a conditional GAN needs one.')
+    # The (image, label) pair the dataset declares, else the only (or the conventional) one.
+    supervised = builder.info.supervised_keys or ()
+    image_key, label_key = (
+        supervised if len(supervised) == 2 and all(isinstance(k, str) for k in supervised) else
+        (images[0] if len(images) == 1 else 'image',
+         class_labels[0] if len(class_labels) == 1 else 'label'))
     label_keys = _label_keys(self.config) or (label_key,)
     for key in label_keys:
       if key not in class_labels:
         raise ValueError(f'Dataset {name!r} has no class label {key!r}; set config.labels to '
                          f'some of {class_labels}.')
-    if not isinstance(features[image_key], tfds.features.Image):
-      raise ValueError(f'Dataset {name!r} has no image feature {image_key!r}.')
+    if image_key not in images:
+      raise ValueError(f'Dataset {name!r} has no image feature {image_key!r} (it has {images}); '
+                       'a conditional GAN of images needs one.')
     # tfds.testing.mock_data stubs the download: then nothing is fetched and nothing to check.
     stubbed = type(builder).download_and_prepare.__module__.startswith('tensorflow_datasets.testing')
     if not (stubbed or builder.is_prepared()) and (hosts := _unresolvable_download_hosts(builder)):
@@ -201,13 +209,38 @@ class _Source:
       return {'image': ex[image_key], 'label': labels[0] if len(labels) == 1 else tf.stack(labels)}
     return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
-  def read(self, split: str, seed: int) -> tf.data.Dataset:
-    field = next((f for f in ('train_split', 'eval_split') if self.config[f] == split), None)
-    if self.split_sizes and split not in self.split_sizes:
-      remedy = f'; set --config.{field} to one of them' if field else ''
+  def _field(self, split):
+    return next((f for f in ('train_split', 'eval_split') if self.config[f] == split), None)
+
+  def _slices(self, split: str) -> list:
+    """(split name, slice) parts of `split` in TFDS's syntax: 'train', 'train[:90%]', 'a+b'."""
+    try:
+      parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(
+          {name: types.SimpleNamespace(num_examples=n) for name, n in self.split_sizes.items()})
+    except ValueError:
+      field = self._field(split)
+      remedy = (f"; set --config.{field} to one of them or a slice of one, e.g. 'train[90%:]'"
+                if field else '')
       raise ValueError(f'Dataset {self.config.dataset!r} has no split {split!r}; '
-                       f'it has {sorted(self.split_sizes)}{remedy}.')
-    if self.split_sizes.get(split) == 0:  # A folder split whose class folders are all empty.
+                       f'it has {sorted(self.split_sizes)}{remedy}.') from None
+    return [(part.splitname, slice(part.from_, part.to)) for part in parts]
+
+  def num_examples(self, split: str) -> int:
+    """Examples in `split` over all hosts; 0 when the dataset does not say."""
+    if not self.split_sizes:  # tfds.testing.mock_data has no split metadata.
+      return 0
+    return sum(len(range(self.split_sizes[name])[part]) for name, part in self._slices(split))
+
+  def _read_slices(self, split, read_whole):
+    """`split` from whole named splits (`read_whole(name)`), sliced; this host's share."""
+    parts = [read_whole(name).skip(part.start or 0).take(len(range(self.split_sizes[name])[part]))
+             for name, part in self._slices(split)]
+    ds = functools.reduce(tf.data.Dataset.concatenate, parts)
+    return ds.shard(jax.process_count(), jax.process_index())  # Every process_count-th example.
+
+  def read(self, split: str, seed: int) -> tf.data.Dataset:
+    if self.split_sizes and self.num_examples(split) == 0:  # Empty class folders, 'train[:0]'.
+      field = self._field(split)
       others = sorted(k for k, n in self.split_sizes.items() if n)
       remedy = f', or set --config.{field} to one of {others}' if field and others else ''
       raise ValueError(f'Dataset {self.config.dataset!r} has no images in split {split!r}; '
@@ -301,7 +334,7 @@ def get_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   source = _Source(config)
   return DatasetInfo(
       num_classes=source.num_classes, image_shape=_target_shape(config, source),
-      num_examples=source.split_sizes.get(config.train_split, 0), class_names=source.class_names)
+      num_examples=source.num_examples(config.train_split), class_names=source.class_names)
 
 
 def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_size: int, *,
@@ -314,13 +347,13 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
   source = _Source(config)
   shape = _target_shape(config, source)
   info = DatasetInfo(num_classes=source.num_classes, image_shape=shape,
-                     num_examples=source.split_sizes.get(config.train_split, 0),
+                     num_examples=source.num_examples(config.train_split),
                      class_names=source.class_names)
   seed = config.seed if seed is None else seed
   ds = source.read(split, seed)
   # Images of varying size (None in native_shape) are not cached: their size is unknown.
   if None not in source.native_shape and (
-      0 < source.split_sizes.get(split, 0) * np.prod(source.native_shape) < _CACHE_BYTES):
+      0 < source.num_examples(split) * np.prod(source.native_shape) < _CACHE_BYTES):
     ds = ds.cache()
   if train:
     ds = ds.repeat().shuffle(config.shuffle_buffer, seed=seed)

@@ -11,8 +11,8 @@ def get_config():
   config.dataset = 'digits'  # 'digits', a TFDS name ('mnist', 'cifar10', ...) or 'folder:PATH'.
   config.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None = TFDS default.
   config.labels = ''  # Comma-separated class-label features to condition on (one Embed each); '' = the dataset's label.
-  config.train_split = 'train'  # Split to train on.
-  config.eval_split = 'test'  # Held-out split (classifier and metrics).
+  config.train_split = 'train'  # Split to train on; TFDS's syntax, e.g. 'train[:90%]', works.
+  config.eval_split = 'test'  # Held-out split (classifier and metrics), e.g. 'train[90%:]'.
   config.image_size = 0  # Resize images to this square size; 0 keeps the dataset's own size.
   config.num_channels = 0  # 1 (gray) or 3 (RGB); 0 keeps the dataset's own channel count.
   config.shuffle_buffer = 10_000  # Examples in the tf.data shuffle buffer.

@@ -70,6 +70,52 @@ def test_prepared_tfds_data_dir(tiny_config, tmp_path, monkeypatch):
   assert batches[0]['label'].tolist() != [i * 7 % 10 for i in range(32)]  # Shuffled.
   resumed, _ = input_pipeline.create_dataset(tiny_config, 'train', 32, start_batch=2)
   np.testing.assert_array_equal(next(resumed.as_numpy_iterator())['label'], batches[2]['label'])
+  tiny_config.train_split = 'train[:25%]+test[-16:]'  # TFDS's split syntax.
+  assert input_pipeline.get_info(tiny_config).num_examples == 80
+
+
+@pytest.mark.parametrize('dataset,train_size', [('digits', 1500), ('folder', 12)])
+def test_split_slices(tiny_config, tmp_path, dataset, train_size):
+  """TFDS's split syntax cuts the examples in the order 'train' has them."""
+  _write_folder(str(tmp_path))
+  tiny_config.dataset = 'digits' if dataset == 'digits' else f'folder:{tmp_path}'
+
+  def labels(split):
+    ds, _ = input_pipeline.create_dataset(tiny_config, split, 4, train=False)
+    return [int(y) for batch in input_pipeline.numpy_batches(ds, tiny_config) for y in batch['label']]
+
+  whole, first, rest = labels('train'), labels('train[:50%]'), labels('train[50%:]+test[:2]')
+  assert len(whole) == train_size and len(rest) == train_size // 2 + 2
+  assert first + rest[:-2] == whole
+  tiny_config.train_split = 'train[:50%]'
+  assert input_pipeline.get_info(tiny_config).num_examples == train_size // 2
+
+
+class UnsupervisedToy(tfds.core.GeneratorBasedBuilder):
+  """A TFDS dataset without supervised keys, its image and class label under other names."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+        'picture': tfds.features.Image(shape=(8, 8, 1)),
+        'digit': tfds.features.ClassLabel(num_classes=3), 'caption': tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(6), 'test': self._generate_examples(3)}
+
+  def _generate_examples(self, n):
+    for i in range(n):
+      yield i, {'picture': np.full((8, 8, 1), 40 * (i % 3), np.uint8), 'digit': i % 3,
+                'caption': str(i)}
+
+
+def test_tfds_without_supervised_keys(tiny_config, tmp_path):
+  tfds.builder('unsupervised_toy', data_dir=str(tmp_path)).download_and_prepare()
+  tiny_config.dataset, tiny_config.data_dir = 'unsupervised_toy', str(tmp_path)
+  batch, info = _first_batch(tiny_config, batch_size=6)
+  assert info.num_classes == 3 and info.image_shape == (8, 8, 1) and info.num_examples == 6
+  np.testing.assert_allclose((batch['image'][:, 0, 0, 0] + 1) * 127.5, 40 * batch['label'],
+                             atol=1e-3)
 
 
 def test_tfds_images_of_varying_size(tiny_config):
