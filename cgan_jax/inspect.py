@@ -124,12 +124,16 @@ def read_scalars(workdir: str) -> plots.Curves:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   points = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.HasField('simple_value'):
-          points.setdefault(value.tag, {})[event.step] = value.simple_value
-        elif value.metadata.plugin_data.plugin_name == 'scalars':
-          points.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    try:
+      for record in tf.data.TFRecordDataset(path):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+          if value.HasField('simple_value'):
+            points.setdefault(value.tag, {})[event.step] = value.simple_value
+          elif value.metadata.plugin_data.plugin_name == 'scalars':
+            points.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    except tf.errors.DataLossError:  # The record a running job is writing: read up to it.
+      pass
   return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)]))
           for tag, p in points.items()}
 

@@ -1,5 +1,6 @@
 """The inspect command: tables, embeddings and every picture from a tiny trained workdir."""
 
+import glob
 import os
 import subprocess
 import sys
@@ -105,6 +106,16 @@ def test_loss_curves_from_tensorboard(inspected):
   assert result['num_panels'] >= 3  # losses, D accuracy, gradient norms (+ other metrics).
   assert picture.shape[:2] == plots.figure_size(result['num_panels'])
   _assert_not_blank(picture)
+
+
+def test_loss_curves_of_a_run_being_written(inspected, tmp_path):
+  workdir = inspected[0]
+  full = cgan_inspect.read_scalars(workdir)
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    with open(path, 'rb') as f:  # The newest record half written, as by a running job.
+      (tmp_path / os.path.basename(path)).write_bytes(f.read()[:-5])
+  partial = cgan_inspect.read_scalars(str(tmp_path))
+  assert 0 < len(partial['g_loss'][0]) <= len(full['g_loss'][0])
 
 
 def test_unconditioned_generator_has_nothing_to_show():
