@@ -8,6 +8,7 @@ import pytest
 
 from cgan_jax import checkpoint
 from cgan_jax import train
+from tests.conftest import REPO
 from tests.test_conditioning import train_steps
 
 
@@ -106,3 +107,13 @@ def test_zero_intervals_mean_at_the_end_only(tiny_config, tmp_path):
   assert int(state.step) == tiny_config.num_train_steps
   assert os.listdir(os.path.join(workdir, 'samples')) == [f'step_{tiny_config.num_train_steps:07d}.png']
   assert checkpoint.create_manager(workdir, tiny_config).all_steps() == [tiny_config.num_train_steps]
+
+
+def test_readme_training_loop_snippet():
+  readme = open(os.path.join(REPO, 'README.md')).read()
+  snippet = readme.split('The step in your own loop')[1].split('```python\n')[1].split('```')[0]
+  assert ', 30):' in snippet
+  scope = {}
+  exec(snippet.replace(', 30):', ', 2):'), scope)  # pylint: disable=exec-used
+  assert int(scope['state'].step) == 20
+  assert all(np.isfinite(float(v)) for v in jax.device_get(scope['metrics']).values())
