@@ -172,7 +172,11 @@ def grid(images: np.ndarray, num_columns: int, *, min_cell: int = 28, pad: int =
   return canvas
 
 
-def write_png(path: str, picture: np.ndarray):
+GRID_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+
+
+def write_image(path: str, picture: np.ndarray):
+  """Writes a uint8 HWC picture in the format its extension names (PNG or JPEG)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(path)
 
@@ -202,7 +206,7 @@ def write_per_class(directory: str, images: np.ndarray, labels: np.ndarray,
     if folder not in counts:
       os.makedirs(folder, exist_ok=True)
     counts[folder] = counts.get(folder, -1) + 1
-    write_png(os.path.join(folder, f'{counts[folder]:05d}.png'), image)
+    write_image(os.path.join(folder, f'{counts[folder]:05d}.png'), image)
   return len(images)
 
 
@@ -211,7 +215,7 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
                    seed: int = 0, use_ema: bool = True, truncation: Optional[float] = None,
                    interpolate_steps: int = 0, per_class_dir: Optional[str] = None,
                    progress: bool = False) -> str:
-  """Restores G from `workdir` and writes a grid (.png), arrays x, y (.npz) and/or PNG folders.
+  """Restores G from `workdir` and writes a grid (.png, .jpg), arrays (.npz) and/or PNG folders.
 
   `labels` may also be --labels text (class ids or names). With `interpolate_steps` > 0 each
   label gets a row of that many images between two fixed noise vectors instead of
@@ -220,8 +224,9 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
   if output is None and per_class_dir is None:
     raise ValueError('Nothing to write: give --output=FILE.png|FILE.npz and/or --per_class_dir=DIR.')
   ext = output and os.path.splitext(output)[1].lower()
-  if output and ext not in ('.png', '.npz'):
-    raise ValueError(f'--output must end in .png (a grid) or .npz (arrays x, y), got {output!r}.')
+  if output and ext not in (*GRID_EXTENSIONS, '.npz'):
+    raise ValueError(f'--output must end in .png or .jpg (a grid) or .npz (arrays x, y), got '
+                     f'{output!r}.')
   for directory, flag in ((output and os.path.dirname(os.path.abspath(output)), '--output'),
                           (per_class_dir, '--per_class_dir')):
     if directory:
@@ -243,8 +248,8 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
     num_columns = len(labels)  # One column per label.
   written = []
   if output:
-    if ext == '.png':
-      write_png(output, grid(x, num_columns=num_columns))
+    if ext in GRID_EXTENSIONS:
+      write_image(output, grid(x, num_columns=num_columns))
     else:
       np.savez(output, x=x, y=y)
     written.append(output)
@@ -272,7 +277,7 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
-  flags.DEFINE_string('output', None, 'FILE.png for a grid, FILE.npz for arrays x, y.')
+  flags.DEFINE_string('output', None, 'FILE.png or FILE.jpg for a grid, FILE.npz for arrays x, y.')
   flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.', lower_bound=1)
   flags.DEFINE_string('labels', None, "Comma-separated class ids or names (attribute values "
                       "joined by ':'); default: every class.")

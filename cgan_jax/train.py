@@ -205,8 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         picture = _sample_grid(generator, state, config, info)
         path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        sample.write_png(path, picture)
-        sample.write_png(os.path.join(workdir, 'samples.png'), picture)
+        sample.write_image(path, picture)
+        sample.write_image(os.path.join(workdir, 'samples.png'), picture)
         writer.image('samples', picture, step)
       if evaluator and (done or _due(step, config.eval_every_steps)):
         scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,

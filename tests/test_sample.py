@@ -51,6 +51,15 @@ def test_sampling_is_seeded_and_conditional(trained_workdir, tmp_path):
   assert not np.array_equal(a, c)
 
 
+def test_grid_formats(trained_workdir, tmp_path):
+  sample.sample_to_file(trained_workdir, str(tmp_path / 'grid.jpg'), labels=[1, 2], num_per_class=2)
+  with Image.open(tmp_path / 'grid.jpg') as picture:
+    assert picture.format == 'JPEG'
+    assert picture.size[::-1] == sample.grid(np.zeros((4, 8, 8, 1), np.uint8), 2).shape[:2]
+  with pytest.raises(ValueError, match=r'must end in \.png or \.jpg \(a grid\) or \.npz'):
+    sample.sample_to_file(trained_workdir, str(tmp_path / 'grid.gif'))
+
+
 @pytest.mark.parametrize('args,message', [
     (['--labels=3,10'], 'out of range'),
     (['--labels=3,seven'], "class names ['0', '1'"),
