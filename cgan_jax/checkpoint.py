@@ -125,6 +125,12 @@ def read_only_options() -> ocp.CheckpointManagerOptions:
   return ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
 
 
+# Orbax warns 'Given directory is read only' for every such manager, which is how sampling,
+# evaluation and the judge open a directory on purpose.
+logging.get_absl_logger().addFilter(
+    lambda record: not record.getMessage().startswith('Given directory is read only'))
+
+
 def _is_classifier(directory, step: int) -> bool:
   """Whether checkpoint `step` in `directory` is a judge's (cgan_jax.classifier), not a GAN run's."""
   items = saved_items(directory, step)

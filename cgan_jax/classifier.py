@@ -10,7 +10,6 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -176,7 +175,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save step at INFO.
   try:
     dataset = train(FLAGS.config, FLAGS.workdir)
   except (ValueError, OSError) as e:
@@ -189,4 +187,4 @@ if __name__ == '__main__':
   cli.define_config_flag(None, 'Training config (the data and classifier fields).')
   flags.DEFINE_string('workdir', None, 'Directory for the classifier checkpoint.', required=True)
   flags.mark_flags_as_required(['config'])
-  cli.run(main)
+  cli.run(main, quiet=True)

@@ -5,6 +5,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from cgan_jax.input_pipeline import FOLDER_PREFIX
@@ -23,12 +24,16 @@ def define_config_flag(default, help_string: str):
     raise SystemExit(unknown_field_message(e)) from None
 
 
-def run(main):
-  """app.run(main): --config's mistakes reported in one line, '~' expanded in paths."""
-  app.run(main, flags_parser=_parse_flags)
+def run(main, *, quiet: bool = False):
+  """app.run(main): --config's mistakes reported in one line, '~' expanded in paths.
+
+  With `quiet`, libraries' INFO logs (Orbax logs every restore) are hidden unless --verbosity
+  is given.
+  """
+  app.run(main, flags_parser=functools.partial(_parse_flags, quiet=quiet))
 
 
-def _parse_flags(argv):
+def _parse_flags(argv, quiet: bool = False):
   try:
     args = app.parse_flags_with_usage(argv)
     if 'config' in flags.FLAGS and flags.FLAGS.config is not None:
@@ -41,6 +46,8 @@ def _parse_flags(argv):
     raise SystemExit(f'Error: no config file {path!r}; pass --config=PATH to one, such as '
                      f'{", ".join(shipped)} in {CONFIGS_DIR}.') from None
   _expand_home(flags.FLAGS)
+  if quiet and not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
   return args
 
 

@@ -14,7 +14,6 @@ from typing import Optional
 
 from absl import app
 from absl import flags
-from absl import logging
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -136,7 +135,6 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO.
   try:
     result = evaluate(FLAGS.workdir, FLAGS.classifier, num_per_class=FLAGS.num_per_class,
                       step=FLAGS.step, use_ema=FLAGS.ema, seed=FLAGS.seed,
@@ -159,4 +157,4 @@ if __name__ == '__main__':
   flags.DEFINE_bool('ema', True, "Score the EMA of G's weights (the raw weights with --noema).")
   flags.DEFINE_string('eval_split', None, "Held-out split of real images; default: the run's "
                       'config.eval_split.')
-  cli.run(main)
+  cli.run(main, quiet=True)

@@ -275,4 +275,4 @@ if __name__ == '__main__':
                        lower_bound=1)
   flags.DEFINE_integer('num_steps', 8, 'Images per interpolation row.', lower_bound=2)
   flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
-  cli.run(main)
+  cli.run(main, quiet=True)

@@ -291,4 +291,4 @@ if __name__ == '__main__':
                        lower_bound=2)
   flags.DEFINE_string('per_class_dir', None,
                       'Also write DIR/<class>/NNNNN.png, one folder of PNGs per class.')
-  cli.run(main)
+  cli.run(main, quiet=True)
