@@ -54,8 +54,8 @@ def noise(seed: int, n: int, latent_dim: int, truncation: Optional[float] = None
 def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
   """'3,7' or 'Sandal,7' -> [3, 7]; '3:1,7:0' (one value per attribute) -> [[3, 1], [7, 0]].
 
-  A value is a class id or, given the dataset's `class_names` (one list per attribute when
-  there are several), a class name in any case, '_' standing for a space ('ankle_boot').
+  A value is one of the dataset's `class_names` (one list per attribute when there are several)
+  in any case, '_' standing for a space ('ankle_boot'), or else a class id.
   """
   rows = [[v.strip() for v in item.split(':')] for item in text.split(',')]
   if len({len(r) for r in rows}) > 1:
@@ -67,14 +67,15 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
     return ' '.join(str(name).lower().replace('_', ' ').split())
 
   def value(v, attribute_names):
+    # A name first: folders named '1'..'12' sort as '1', '10', '11', '12', '2', ... into ids.
+    ids = {key(n): i for i, n in enumerate(attribute_names)}
+    if key(v) in ids:
+      return ids[key(v)]
     if v.lstrip('-').isdigit():
       return int(v)
-    ids = {key(n): i for i, n in enumerate(attribute_names)}
-    if key(v) not in ids:
-      known = f" or one of the class names {list(attribute_names)}" if ids else ''
-      raise ValueError(f"--labels takes comma-separated class ids{known} (values of several "
-                       f"attributes joined by ':', e.g. 3:1,7:0), got {v!r} in {text!r}.")
-    return ids[key(v)]
+    known = f" or one of the class names {list(attribute_names)}" if ids else ''
+    raise ValueError(f"--labels takes comma-separated class ids{known} (values of several "
+                     f"attributes joined by ':', e.g. 3:1,7:0), got {v!r} in {text!r}.")
   values = [[value(v, n) for v, n in zip(row, names)] for row in rows]
   return np.array(values if len(rows[0]) > 1 else [r[0] for r in values], np.int32)
 

@@ -65,6 +65,9 @@ def test_parse_and_check_labels():
   np.testing.assert_array_equal(sample.parse_labels('ankle_boot,Ankle Boot,blue boat', names), [3, 3, 4])
   np.testing.assert_array_equal(sample.parse_labels('T-SHIRT/TOP,1', names), [0, 1])
   np.testing.assert_array_equal(sample.parse_labels('Sandal:odd', [names, ('even', 'odd')]), [[2, 1]])
+  # Numeric folder names sort as strings: a value that is a name means that class, else an id.
+  numeric = ('1', '10', '11', '2', '3')
+  np.testing.assert_array_equal(sample.parse_labels('2,10,0', numeric), [3, 1, 0])
   with pytest.raises(ValueError, match=r"class names \['T-shirt/top', 'Trouser', 'Sandal', .*'boot'"):
     sample.parse_labels('Sandal,boot', names)
   with pytest.raises(ValueError, match=r"2 label attribute\(s\).*joined by ':' \(got 1\)"):
