@@ -1,11 +1,12 @@
 """tf.data input: TFDS datasets, image folders and scikit-learn's digits, sharded per host."""
 
+import atexit
 import collections
 import dataclasses
 import functools
-import hashlib
 import itertools
 import os
+import shutil
 import socket
 import tempfile
 import types
@@ -26,6 +27,7 @@ tf.config.set_visible_devices([], 'GPU')
 FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # What tfds.ImageFolder reads.
 _UNREAD_EXTENSIONS = ('.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')  # Reported.
+_HIDDEN_FOLDERS = ('.', '__MACOSX')  # Folder-name prefixes of Jupyter's and macOS's extras.
 _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
 _TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
 _TFDS_REMEDY = ("point --config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' "
@@ -117,7 +119,7 @@ class _Source:
     if has_images(path):
       raise ValueError(f'Image folder {path!r} has images directly in it; a conditional GAN needs '
                        'one subfolder per class: PATH/<label>/*.png.')
-    subdirs = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    subdirs = _subfolders(path)
     flat = [d for d in subdirs if has_images(os.path.join(path, d))]
     if flat and len(flat) < len(subdirs):
       raise ValueError(f'Image folder {path!r} mixes class folders with images ({flat[0]!r}) and '
@@ -134,7 +136,11 @@ class _Source:
                          'formats tfds.ImageFolder reads; convert them (e.g. with PIL).')
       logging.log_first_n(logging.WARNING, 'Image folder %r: skipping %s files; tfds.ImageFolder '
                           'reads only PNG and JPEG.', 1, path, found)
-    builder = tfds.ImageFolder(_as_train_split(path) if flat else path)
+    splits = {'train': path} if flat else {d: os.path.join(path, d) for d in subdirs}
+    # tfds.ImageFolder takes every folder for a split or a class, hidden ones too.
+    view = flat or any(_subfolders(d, hidden=True) != _subfolders(d)
+                       for d in [path, *splits.values()])
+    builder = tfds.ImageFolder(_folder_view(splits) if view else path)
     self._builder = builder
     self.num_classes = builder.info.features['label'].num_classes
     self.class_names = tuple(builder.info.features['label'].names)
@@ -270,21 +276,29 @@ def _unresolvable_download_hosts(builder) -> list:
   return sorted(hosts)
 
 
-def _as_train_split(path):
-  """A folder whose only split, 'train', is a link to `path` (tfds.ImageFolder wants splits)."""
-  root = os.path.join(tempfile.gettempdir(), 'cgan_jax_image_folders',
-                      hashlib.sha1(path.encode()).hexdigest()[:16])
-  os.makedirs(root, exist_ok=True)
-  try:
-    os.symlink(path, os.path.join(root, 'train'), target_is_directory=True)
-  except FileExistsError:  # Made by an earlier run or by another process of this one.
-    pass
+def _subfolders(path, hidden: bool = False) -> list:
+  """Names of the folders in `path`, hidden ones ('.ipynb_checkpoints', '__MACOSX') if `hidden`."""
+  return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and (
+      hidden or not d.startswith(_HIDDEN_FOLDERS)))
+
+
+def _folder_view(splits: dict) -> str:
+  """A folder of links, ROOT/<split>/<class> -> the class folders of `splits` ({split: path}),
+  laid out as tfds.ImageFolder reads it and without hidden folders."""
+  root = tempfile.mkdtemp(prefix='cgan_jax_image_folder_')
+  atexit.register(shutil.rmtree, root, ignore_errors=True)  # Removes the links, not their targets.
+  for split, split_path in splits.items():
+    os.mkdir(os.path.join(root, split))
+    for label in _subfolders(split_path):
+      os.symlink(os.path.join(split_path, label), os.path.join(root, split, label),
+                 target_is_directory=True)
   return root
 
 
 def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
-  """(folder, its image files' names) for every folder under `path`, both in sorted order."""
-  for root, _, files in sorted(os.walk(path)):
+  """(folder, its image files' names) for every folder under `path` but hidden ones, sorted."""
+  for root, folders, files in os.walk(path):
+    folders[:] = sorted(d for d in folders if not d.startswith(_HIDDEN_FOLDERS))
     yield root, sorted(f for f in files if f.lower().endswith(extensions))
 
 

@@ -213,6 +213,28 @@ def test_folder_without_split_level_is_the_train_split(tiny_config, tmp_path):
     input_pipeline.create_dataset(tiny_config, 'test', 4, train=False)
 
 
+@pytest.mark.parametrize('flat', [False, True])
+def test_hidden_folders_are_not_classes(tiny_config, tmp_path, flat):
+  _write_folder(str(tmp_path))
+  root = tmp_path / 'train' if flat else tmp_path
+  for extra in (root / '.ipynb_checkpoints', root / '__MACOSX' / 'x',
+                (root if flat else root / 'train') / '.ipynb_checkpoints'):
+    extra.mkdir(parents=True, exist_ok=True)
+  (root / '__MACOSX' / 'x' / '._0.png').write_bytes(b'AppleDouble, not an image')
+  tiny_config.dataset = f'folder:{root}'
+  batch, info = _first_batch(tiny_config, batch_size=4)
+  assert info.class_names == ('cat', 'dog', 'eel') and info.num_examples == 12
+  _check_batch(batch, info, 4)
+
+
+def test_folder_view_is_removed_without_its_targets(tmp_path):
+  _write_folder(str(tmp_path / 'data'))
+  view = input_pipeline._folder_view({'train': str(tmp_path / 'data' / 'train')})
+  assert sorted(os.listdir(os.path.join(view, 'train'))) == ['cat', 'dog', 'eel']
+  shutil.rmtree(view)  # As at exit.
+  assert len(list((tmp_path / 'data').glob('*/*/*.png'))) == 24
+
+
 @pytest.mark.parametrize('layout,message', [
     ('images_at_top', r'has images directly in it; .* one subfolder per class'),
     ('mixed', r"mixes class folders with images \('cat'\) and folders without \('test'\)"),
