@@ -159,11 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
       # Waits for the chunk: a dropped (non-finite) update must never reach the saves below.
       if float(jax.device_get(metrics['nonfinite'])):
-        flags = jax.device_get(metrics)
-        bad_step = step + int(flags['nonfinite_index']) + 1
-        names = ', '.join(name[len('nonfinite/'):] for name, bad in sorted(flags.items())
-                          if name.startswith('nonfinite/') and bad)
-        message = f'Step {bad_step}: non-finite {names}; the update was not applied'
+        bad_step, message = _nonfinite_report(jax.device_get(metrics), step)
         if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
           manager.wait_until_finished()
           raise NonFiniteError(
@@ -184,41 +180,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       done = step >= config.num_train_steps
 
       if done or _due(step, config.log_every_steps):
-        metrics = {k: v for k, v in jax.device_get(metrics).items()
-                   if not k.startswith('nonfinite')}
-        elapsed = time.time() - t_last
-        steps_per_sec = (step - step_last) / elapsed
-        metrics['steps_per_sec'] = steps_per_sec
-        metrics['images_per_sec'] = steps_per_sec * config.batch_size
-        t_last, step_last = time.time(), step
-        eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
-        if is_chief:  # One log line per step for the whole run, not one per process.
-          print(f'step {step}/{config.num_train_steps}  ' +
-                '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
-                f'  eta {eta:.0f}s', flush=True)
-        if writer:
-          for name, value in metrics.items():
-            writer.scalar(name, float(value), step)
-          writer.scalar('g_learning_rate', config.g_learning_rate, step)
-          writer.scalar('d_learning_rate', config.d_learning_rate, step)
+        metrics, now = jax.device_get(metrics), time.time()
+        _log(step, metrics, (step - step_last) / (now - t_last), config, writer, is_chief)
+        t_last, step_last = now, step
       if is_chief and (done or _due(step, config.sample_every_steps)):
-        picture = _sample_grid(generator, state, config, info)
-        path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        sample.write_image(path, picture)
-        sample.write_image(os.path.join(workdir, 'samples.png'), picture)
-        writer.image('samples', picture, step)
+        _write_samples(workdir, step, _sample_grid(generator, state, config, info), writer)
       if evaluator and (done or _due(step, config.eval_every_steps)):
-        scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,
-                           config.seed)
-        per_class = scores.pop('cond_acc_per_class')
-        if is_chief:
-          print(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())),
-                flush=True)
-        if writer:
-          for name, value in [*scores.items(), *(
-              (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class) if a is not None)]:
-            writer.scalar(f'eval/{name}', value, step)
+        scores = _evaluate(evaluator, generator, state, config, step, writer, is_chief)
         if step not in best_manager.all_steps():  # Already there when a run resumes past it.
           checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
       if done or _due(step, config.checkpoint_every_steps):
@@ -246,6 +214,57 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if writer:
     writer.close()
   return state
+
+
+def _nonfinite_report(metrics: dict, step: int):
+  """(the step whose update was dropped, a message naming the values that went bad)."""
+  bad_step = step + int(metrics['nonfinite_index']) + 1
+  names = ', '.join(name[len('nonfinite/'):] for name, bad in sorted(metrics.items())
+                    if name.startswith('nonfinite/') and bad)
+  return bad_step, f'Step {bad_step}: non-finite {names}; the update was not applied'
+
+
+def _log(step: int, metrics: dict, steps_per_sec: float, config: ml_collections.ConfigDict,
+         writer, is_chief: bool):
+  """One progress line (from process 0 only, for the whole run) and the scalars' events."""
+  metrics = {k: v for k, v in metrics.items() if not k.startswith('nonfinite')}
+  metrics['steps_per_sec'] = steps_per_sec
+  metrics['images_per_sec'] = steps_per_sec * config.batch_size
+  eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
+  if is_chief:
+    print(f'step {step}/{config.num_train_steps}  ' +
+          '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
+          f'  eta {eta:.0f}s', flush=True)
+  if writer:
+    for name, value in metrics.items():
+      writer.scalar(name, float(value), step)
+    writer.scalar('g_learning_rate', config.g_learning_rate, step)
+    writer.scalar('d_learning_rate', config.d_learning_rate, step)
+
+
+def _write_samples(workdir: str, step: int, picture: np.ndarray, writer):
+  """samples/step_NNNNNNN.png, samples.png (the newest) and the grid's image event."""
+  path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  sample.write_image(path, picture)
+  sample.write_image(os.path.join(workdir, 'samples.png'), picture)
+  writer.image('samples', picture, step)
+
+
+def _evaluate(evaluator, generator, state: TrainState, config: ml_collections.ConfigDict,
+              step: int, writer, is_chief: bool) -> dict:
+  """The judge's scores of the EMA generator, printed and written; per-class accuracies apart."""
+  scores = evaluator(generator, jax.device_get(state.ema_g_params), config.model.latent_dim,
+                     config.seed)
+  per_class = scores.pop('cond_acc_per_class')
+  if is_chief:
+    print(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())),
+          flush=True)
+  if writer:
+    for name, value in [*scores.items(), *(
+        (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class) if a is not None)]:
+      writer.scalar(f'eval/{name}', value, step)
+  return scores
 
 
 def _sample_grid(generator, state: TrainState, config: ml_collections.ConfigDict,
