@@ -9,6 +9,7 @@ median over windows of model FLOP/s over a square matmul's FLOP/s probed right a
 window (`executed_fraction_of_ceiling` the same with step_flops). --keras times the Keras
 tutorial iteration in a process of its own, in windows alternating with these;
 `ratio_to_keras` is the median over adjacent window pairs of Keras time over JAX time.
+--input_pipeline=N times N batches of the config's real input pipeline alone instead.
 """
 
 import json
@@ -42,6 +43,8 @@ flags.DEFINE_integer('windows', 5, 'Timed windows; images_per_sec is their media
 flags.DEFINE_integer('matmul_size', 2048,
                      'Side of the square f32 matmul that sets the ceiling (probed in every window).')
 flags.DEFINE_bool('keras', False, 'Also time the Keras tutorial iteration, interleaved window by window.')
+flags.DEFINE_integer('input_pipeline', 0, 'Instead of the step, time this many batches of the '
+                     "config's real input pipeline alone (after one), on this host.", lower_bound=0)
 
 
 def make_matmul_probe(n: int, repeats: int = 3):
@@ -208,6 +211,20 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   return result
 
 
+def time_input_pipeline(config: ml_collections.ConfigDict, num_batches: int) -> dict:
+  """Images/s of this host's training input alone: read, decode, augment, batch (first epoch)."""
+  local_batch = sharding.local_batch_size(config.batch_size, sharding.make_mesh())
+  ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch)
+  batches = input_pipeline.numpy_batches(ds, config)
+  next(batches)  # Builds the pipeline and fills tf.data's prefetch buffers.
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    next(batches)
+  seconds = time.perf_counter() - start
+  return {'config_dataset': config.dataset, 'local_batch_size': local_batch,
+          'batches': num_batches, 'input_images_per_sec': num_batches * local_batch / seconds}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -217,6 +234,9 @@ def main(argv):
   keras = None
   try:
     train.check_config(config)
+    if FLAGS.input_pipeline:
+      print(json.dumps(time_input_pipeline(config, FLAGS.input_pipeline)), flush=True)
+      return
     if FLAGS.keras:
       info = _dataset_info(config)
       keras = KerasProcess(dict(

@@ -45,3 +45,13 @@ def test_keras_side_by_side_runs_in_its_own_process():
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['keras_images_per_sec'] > 0
   assert result['ratio_to_keras'] > 0
+
+
+def test_input_pipeline_alone():
+  command = [sys.executable, '-m', 'cgan_jax.benchmark', '--config=configs/digits.py',
+             '--config.batch_size=16', '--input_pipeline=5']
+  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result['batches'] == 5 and result['local_batch_size'] == 16  # One process: all of it.
+  assert result['input_images_per_sec'] > 0
