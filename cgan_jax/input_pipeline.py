@@ -112,7 +112,9 @@ class _Source:
   # PATH/<label>/*.png (torchvision's and Keras' layout), read as one split, 'train'.
   def _init_folder(self, path):
     if not os.path.isdir(path):
-      raise ValueError(f'Image folder {path!r} does not exist; expected PATH/<split>/<label>/*.png '
+      problem = 'is a file, not a folder (extract an archive first)' if os.path.isfile(path) else (
+          'does not exist')
+      raise ValueError(f'Image folder {path!r} {problem}; expected PATH/<split>/<label>/*.png '
                        'or PATH/<label>/*.png.')
     path = os.path.abspath(path)
     has_images = lambda d: any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(d))

@@ -286,6 +286,7 @@ def test_formats_image_folder_cannot_read_are_reported(tiny_config, tmp_path, ca
 @pytest.mark.parametrize('dataset,message', [
     ('no_such_dataset_xyz', 'Unknown dataset'),
     ('folder:/no/such/dir', 'does not exist'),
+    ('folder:' + __file__, r'is a file, not a folder \(extract an archive first\)'),
 ])
 def test_bad_dataset_is_a_clear_error(tiny_config, dataset, message):
   tiny_config.dataset = dataset
