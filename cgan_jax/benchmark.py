@@ -212,7 +212,8 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
 
 
 def time_input_pipeline(config: ml_collections.ConfigDict, num_batches: int) -> dict:
-  """Images/s of this host's training input alone: read, decode, augment, batch (first epoch)."""
+  """Images/s of this host's training input alone: read, decode, convert, shuffle and batch
+  (datasets that fit in memory come from tf.data's cache after their first epoch)."""
   local_batch = sharding.local_batch_size(config.batch_size, sharding.make_mesh())
   ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch)
   batches = input_pipeline.numpy_batches(ds, config)
