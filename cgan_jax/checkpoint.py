@@ -120,6 +120,12 @@ def saved_items(directory, step: int) -> set:
   return {d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d))}
 
 
+def item_handlers(tree_item: str) -> dict:
+  """Orbax handlers of a checkpoint's items: one pytree (`tree_item`), the config and dataset."""
+  return {tree_item: ocp.PyTreeCheckpointHandler(), 'config': ocp.JsonCheckpointHandler(),
+          'dataset': ocp.JsonCheckpointHandler()}
+
+
 def read_only_options() -> ocp.CheckpointManagerOptions:
   """Options of a manager that only restores (and so asks Orbax for no saves or deletions)."""
   return ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -202,10 +208,8 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
 
   Returns ({key: params}, config, dataset_metadata, step).
   """
-  manager = ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=read_only_options(),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler(),
-                     'config': ocp.JsonCheckpointHandler(), 'dataset': ocp.JsonCheckpointHandler()})
+  manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=read_only_options(),
+                                 item_handlers=item_handlers('state'))
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}; train first with '

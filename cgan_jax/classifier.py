@@ -52,8 +52,7 @@ def _manager(workdir: str, read_only: bool = False) -> ocp.CheckpointManager:
              ocp.CheckpointManagerOptions(max_to_keep=1))
   return ocp.CheckpointManager(
       os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
-      item_handlers={'params': ocp.PyTreeCheckpointHandler(),
-                     'config': ocp.JsonCheckpointHandler(), 'dataset': ocp.JsonCheckpointHandler()})
+      item_handlers=checkpoint.item_handlers('params'))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -221,7 +221,8 @@ class _Source:
     return next((f for f in ('train_split', 'eval_split') if self.config[f] == split), None)
 
   def _slices(self, split: str) -> list:
-    """(split name, slice) parts of `split` in TFDS's syntax: 'train', 'train[:90%]', 'a+b'."""
+    """(split name, first example, count) parts of `split` in TFDS's syntax: 'train',
+    'train[:90%]', 'a+b'."""
     try:
       parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(
           {name: types.SimpleNamespace(num_examples=n) for name, n in self.split_sizes.items()})
@@ -231,18 +232,18 @@ class _Source:
                 if field else '')
       raise ValueError(f'Dataset {self.config.dataset!r} has no split {split!r}; '
                        f'it has {sorted(self.split_sizes)}{remedy}.') from None
-    return [(part.splitname, slice(part.from_, part.to)) for part in parts]
+    return [(part.splitname, part.from_ or 0,
+             len(range(self.split_sizes[part.splitname])[part.from_:part.to])) for part in parts]
 
   def num_examples(self, split: str) -> int:
     """Examples in `split` over all hosts; 0 when the dataset does not say."""
     if not self.split_sizes:  # tfds.testing.mock_data has no split metadata.
       return 0
-    return sum(len(range(self.split_sizes[name])[part]) for name, part in self._slices(split))
+    return sum(count for _, _, count in self._slices(split))
 
   def _read_slices(self, split, read_whole):
     """`split` from whole named splits (`read_whole(name)`), sliced; this host's share."""
-    parts = [read_whole(name).skip(part.start or 0).take(len(range(self.split_sizes[name])[part]))
-             for name, part in self._slices(split)]
+    parts = [read_whole(name).skip(first).take(count) for name, first, count in self._slices(split)]
     ds = functools.reduce(tf.data.Dataset.concatenate, parts)
     return ds.shard(jax.process_count(), jax.process_index())  # Every process_count-th example.
 
@@ -347,7 +348,10 @@ def _target_shape(config, source):
 
 def get_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   """Metadata of `config.dataset` (classes, image shape) without reading the images."""
-  source = _Source(config)
+  return _info(config, _Source(config))
+
+
+def _info(config: ml_collections.ConfigDict, source: _Source) -> DatasetInfo:
   return DatasetInfo(
       num_classes=source.num_classes, image_shape=_target_shape(config, source),
       num_examples=source.num_examples(config.train_split), class_names=source.class_names)
@@ -361,10 +365,8 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
   the first `start_batch` batches are skipped, so a resumed run sees the same stream.
   """
   source = _Source(config)
-  shape = _target_shape(config, source)
-  info = DatasetInfo(num_classes=source.num_classes, image_shape=shape,
-                     num_examples=source.num_examples(config.train_split),
-                     class_names=source.class_names)
+  info = _info(config, source)
+  shape = info.image_shape
   seed = config.seed if seed is None else seed
   ds = source.read(split, seed)
   # Images of varying size (None in native_shape) are not cached: their size is unknown.
