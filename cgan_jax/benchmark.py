@@ -119,9 +119,11 @@ class KerasProcess:
 
   def __init__(self, shapes: dict):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # oneDNN on, TensorFlow's default on x86 (cgan_jax turns it off for its own input pipeline).
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS='1')
     self._process = subprocess.Popen(
         [sys.executable, '-m', 'benchmarks.keras_tutorial', '--serve', json.dumps(shapes)],
-        cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cwd=repo, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if self._process.stdout.readline().strip() != 'ready':
       raise RuntimeError('The Keras tutorial process did not start; see its error above.')
 

@@ -1,6 +1,7 @@
 """What the entry points share: a --config flag whose mistakes are one-line errors, and '~'."""
 
 import functools
+import logging as python_logging
 import os
 
 from absl import app
@@ -10,7 +11,8 @@ from ml_collections import config_flags
 
 from cgan_jax.input_pipeline import FOLDER_PREFIX
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+CONFIGS_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), 'configs')
 # Paths in which '~' is expanded: a shell leaves it alone after '--flag=' and 'folder:'.
 _PATH_FLAGS = ('workdir', 'output', 'per_class_dir', 'classifier')
 _PATH_FIELDS = ('data_dir', 'model.embed_init_file', 'eval_classifier_dir')
@@ -27,8 +29,8 @@ def define_config_flag(default, help_string: str):
 def run(main, *, quiet: bool = False):
   """app.run(main): --config's mistakes reported in one line, '~' expanded in paths.
 
-  With `quiet`, libraries' INFO logs (Orbax logs every restore) are hidden unless --verbosity
-  is given.
+  Unless --verbosity is given, libraries log only warnings and errors (Orbax wrote ~40 INFO
+  lines per checkpoint), and with `quiet` cgan_jax too.
   """
   app.run(main, flags_parser=functools.partial(_parse_flags, quiet=quiet))
 
@@ -46,9 +48,16 @@ def _parse_flags(argv, quiet: bool = False):
     raise SystemExit(f'Error: no config file {path!r}; pass --config=PATH to one, such as '
                      f'{", ".join(shipped)} in {CONFIGS_DIR}.') from None
   _expand_home(flags.FLAGS)
-  if quiet and not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  if not flags.FLAGS['verbosity'].present:
+    logging.get_absl_handler().addFilter(own_info_or_warning)
+    if quiet:
+      logging.set_verbosity(logging.WARNING)
   return args
+
+
+def own_info_or_warning(record: python_logging.LogRecord) -> bool:
+  """Keeps cgan_jax's log records and every library's warnings and errors."""
+  return record.levelno >= python_logging.WARNING or record.pathname.startswith(PACKAGE_DIR)
 
 
 def _expand_home(flag_values):

@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import os
+import shlex
 import signal
 import threading
 import time
@@ -207,6 +208,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 'command to resume.', flush=True)
         break
   manager.wait_until_finished()
+  if is_chief and step >= config.num_train_steps:
+    print(f'Done: step {step}, checkpoint in {manager.directory}, samples in '
+          f'{os.path.join(workdir, "samples.png")}; draw more with python -m cgan_jax.sample '
+          f'--workdir={shlex.quote(workdir)} --output=grid.png', flush=True)
   manager.close()
   if best_manager:
     best_manager.wait_until_finished()

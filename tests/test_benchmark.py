@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+from cgan_jax import benchmark
 from tests import conftest
 
 TINY_FLAGS = ['--config.model.g_width=8', '--config.model.d_width=8', '--config.model.latent_dim=8',
@@ -45,6 +46,22 @@ def test_keras_side_by_side_runs_in_its_own_process():
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['keras_images_per_sec'] > 0
   assert result['ratio_to_keras'] > 0
+
+
+def test_keras_runs_with_tensorflow_defaults(monkeypatch):
+  monkeypatch.setenv('TF_ENABLE_ONEDNN_OPTS', '0')  # As cgan_jax sets it for its own process.
+  started = {}
+
+  class FakePopen:
+    def __init__(self, command, env, **kwargs):
+      del kwargs
+      started.update(command=command, env=env)
+      self.stdout = type('Out', (), {'readline': lambda self: 'ready\n'})()
+
+  monkeypatch.setattr(benchmark.subprocess, 'Popen', FakePopen)
+  benchmark.KerasProcess({'batch_size': 8})
+  assert 'benchmarks.keras_tutorial' in started['command']
+  assert started['env']['TF_ENABLE_ONEDNN_OPTS'] == '1'  # oneDNN on, as Keras users run it.
 
 
 def test_input_pipeline_alone():

@@ -1,9 +1,15 @@
-"""The shared command-line plumbing: '~' in paths."""
+"""The shared command-line plumbing: '~' in paths, a quiet start."""
+
+import logging
+import os
+import subprocess
+import sys
 
 from absl import flags
 from ml_collections import config_flags
 
 from cgan_jax import cli
+from tests import conftest
 from tests.conftest import make_tiny_config
 
 
@@ -22,3 +28,20 @@ def test_home_is_expanded_in_path_flags_and_config_fields(monkeypatch):
   assert config.dataset == 'folder:/home/user/images'
   assert config.data_dir == '/home/user/tfds'
   assert config.model.embed_init_file is None and config.eval_classifier_dir is None
+
+
+def test_importing_the_input_pipeline_prints_nothing():
+  env = {k: v for k, v in os.environ.items() if not k.startswith('TF_')}
+  out = subprocess.run([sys.executable, '-c', 'import cgan_jax.input_pipeline'], cwd=conftest.REPO,
+                       capture_output=True, text=True, timeout=120, env=env)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stderr == '', out.stderr  # TensorFlow's oneDNN notice came through before.
+
+
+def test_library_info_logs_are_dropped_own_and_warnings_kept():
+  def record(path, level):
+    return logging.LogRecord('absl', level, path, 1, 'message', (), None)
+  orbax = '/site-packages/orbax/checkpoint/checkpoint_manager.py'
+  assert not cli.own_info_or_warning(record(orbax, logging.INFO))
+  assert cli.own_info_or_warning(record(orbax, logging.WARNING))
+  assert cli.own_info_or_warning(record(os.path.join(cli.PACKAGE_DIR, 'train.py'), logging.INFO))

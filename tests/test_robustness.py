@@ -346,6 +346,8 @@ def test_runs_from_any_directory_into_runs_config_name(tmp_path):
       timeout=120)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("Error: Unknown dataset 'no_such_dataset'")
+  assert 'JAX process 0/1' in result.stderr  # main's INFO line; JAX's own ('xla_bridge') hidden.
+  assert 'xla_bridge' not in result.stderr
   assert os.listdir(tmp_path / 'runs') == ['mnist']  # The default --workdir, made before the error.
 
 

@@ -54,8 +54,10 @@ def test_train_resume_and_checkpoints(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path)
   state = train.train_and_evaluate(tiny_config, workdir)
   assert int(state.step) == 4
+  assert capsys.readouterr().out.splitlines()[-1] == (
+      f'Done: step 4, checkpoint in {workdir}/checkpoints, samples in {workdir}/samples.png; '
+      f'draw more with python -m cgan_jax.sample --workdir={workdir} --output=grid.png')
   # The same command again has nothing to do, and says so.
-  capsys.readouterr()
   again = train.train_and_evaluate(tiny_config, workdir)
   assert int(again.step) == 4
   assert capsys.readouterr().out.splitlines()[-1] == (
