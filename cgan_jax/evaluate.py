@@ -64,6 +64,13 @@ class Evaluator:
     self.num_classes = num_classes
     self.num_per_class = num_per_class or len(test_labels) // num_classes
     self.n = self.num_per_class * num_classes
+    fewest = max(metrics.PRECISION_RECALL_K, metrics.DENSITY_COVERAGE_K) + 1
+    if self.n < fewest:
+      remedy = ('raise the images per class (--num_per_class; config.eval_num_per_class in '
+                'training)' if num_per_class else
+                f"{config.eval_split!r} holds {len(test_labels)}: hold out more images")
+      raise ValueError(f'{self.n} images of {num_classes} classes to compare ({self.num_per_class} '
+                       f'per class) are too few for the k-NN metrics, which need {fewest}; {remedy}.')
     if self.n > len(test_labels):
       raise ValueError(f'--num_per_class={self.num_per_class} asks for {self.n} images but '
                        f'{config.eval_split!r} holds {len(test_labels)}; use at most '

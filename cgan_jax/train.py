@@ -209,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         break
   manager.wait_until_finished()
   if is_chief and step >= config.num_train_steps:
-    print(f'Done: step {step}, checkpoint in {manager.directory}, samples in '
+    print(f'Done: step {step}, checkpoint in {os.path.join(workdir, "checkpoints")}, samples in '
           f'{os.path.join(workdir, "samples.png")}; draw more with python -m cgan_jax.sample '
           f'--workdir={shlex.quote(workdir)} --output=grid.png', flush=True)
   manager.close()
