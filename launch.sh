@@ -24,6 +24,10 @@ for arg in "$@"; do
     --cpu_devices=*) cpu_devices="${arg#*=}" ;;
     --port=*) port="${arg#*=}" ;;
     --dry_run) dry_run=1 ;;
+    -h|--help)
+      sed -n '2,8s/^# \{0,1\}//p' "$0"
+      echo "The training flags: python -m cgan_jax.main --help."
+      exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done

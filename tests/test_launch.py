@@ -94,3 +94,11 @@ def test_local_and_devices_dry_run(fake_bin):
       'JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=4',
       'python3 -m cgan_jax.main --workdir=w']
   assert _launch(['--target=nope'], fake_bin).returncode == 2
+
+
+def test_help_prints_the_targets(fake_bin):
+  result = _launch(['--help'], fake_bin)
+  assert result.returncode == 0
+  assert result.stdout.splitlines()[0].startswith('Starts training here, on simulated CPU devices')
+  assert '--target=slurm' in result.stdout and result.stdout.splitlines()[-1] == (
+      'The training flags: python -m cgan_jax.main --help.')
