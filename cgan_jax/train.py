@@ -153,14 +153,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   with _stop_signals() as stop_signals:
     restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
     step, t_last, step_last = start_step, time.time(), start_step
+    unchecked = []  # (first step, metrics) of the chunks whose non-finite flags were not read.
     while step < config.num_train_steps:
       k = min(config.steps_per_loop, _next_boundary(step, config) - step)
       local = [next(batches) for _ in range(k)]
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
       state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
-      # Waits for the chunk: a dropped (non-finite) update must never reach the saves below.
-      if float(jax.device_get(metrics['nonfinite'])):
-        bad_step, message = _nonfinite_report(jax.device_get(metrics), step)
+      unchecked.append((step, metrics))
+      at_boundary = step + k == _next_boundary(step, config)
+      step += k
+      done = step >= config.num_train_steps
+      preempted = bool(stop_signals) or manager.reached_preemption(step)
+      if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
+        preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
+      writes = at_boundary or preempted
+      # The host reads the flags one chunk behind, so the device always has the newest chunk to
+      # run, and all of them before anything is written: a dropped (non-finite) update must never
+      # reach the saves below.
+      ready = unchecked if writes else unchecked[:-1]
+      flags = jax.device_get([chunk_metrics['nonfinite'] for _, chunk_metrics in ready])
+      bad_chunks = [chunk for chunk, flag in zip(ready, flags) if flag]
+      unchecked = unchecked[len(ready):]
+      if bad_chunks:
+        unchecked = []
+        first_step, chunk_metrics = bad_chunks[0]
+        bad_step, message = _nonfinite_report(jax.device_get(chunk_metrics), first_step)
         if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
           manager.wait_until_finished()
           raise NonFiniteError(
@@ -177,8 +194,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         print(f'Warning: {message}; restored step {step} and going on with other noise '
               f'(retry {restores} of {_MAX_RESTORES}).', flush=True)
         continue
-      step += k
-      done = step >= config.num_train_steps
+      if not writes:
+        continue
 
       if done or _due(step, config.log_every_steps):
         metrics, now = jax.device_get(metrics), time.time()
@@ -195,9 +212,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         restores = 0
       if writer:
         writer.flush()
-      preempted = bool(stop_signals) or manager.reached_preemption(step)
-      if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
-        preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
       if preempted and not done:
         if step not in manager.all_steps():
           checkpoint.save(manager, state, config, info, force=True)

@@ -245,6 +245,20 @@ def test_nonfinite_step_restores_or_stops_and_never_saves(tmp_path, monkeypatch,
   assert _listing(workdir) == before
 
 
+def test_nonfinite_step_between_outputs_is_caught_before_the_next_save(tmp_path, monkeypatch,
+                                                                       capsys):
+  config = _long_config()
+  config.num_train_steps, config.checkpoint_every_steps, config.log_every_steps = 8, 4, 100
+  config.on_nonfinite = 'restore'
+  _poison_first_dataset(monkeypatch, at=5)  # Step 6: read one chunk behind, before step 8's save.
+  state = train.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert 'Warning: Step 6: non-finite' in out and 'restored step 4 and going on' in out
+  assert int(state.step) == 8 and _steps(str(tmp_path)) == [4, 8]
+  params, _, _, _ = checkpoint.restore_params(str(tmp_path), ('g_params', 'd_params'), 8)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
 def _folder_with_classes(root, num_classes):
   for c in range(num_classes):
     os.makedirs(root / 'train' / str(c))

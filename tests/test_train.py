@@ -8,6 +8,7 @@ import pytest
 
 from cgan_jax import checkpoint
 from cgan_jax import train
+from cgan_jax import train_step
 from tests.conftest import REPO
 from tests.test_conditioning import train_steps
 
@@ -48,6 +49,42 @@ def test_scan_loop_matches_per_step_dispatch(tiny_config):
   assert scanned_metrics.keys() == metrics.keys()
   for k in metrics:
     np.testing.assert_allclose(scanned_metrics[k], metrics[k], rtol=1e-5, atol=1e-6)
+
+
+def test_host_waits_for_a_chunk_only_after_queueing_the_next(tiny_config, tmp_path, monkeypatch):
+  """No host round trip per chunk: its non-finite flag is read once the next chunk is queued, and
+  every flag before anything is written (steps 4 and 8 here)."""
+  events = []
+
+  class Flag:  # Records when the trainer reads a chunk's non-finite flag.
+    def __init__(self, value, chunk):
+      self.value, self.chunk = value, chunk
+
+    def __bool__(self):
+      events.append(('read', self.chunk))
+      return bool(self.value)
+
+  make_train_loop = train_step.make_train_loop
+
+  def recording_train_loop(step_fn, mesh, **kwargs):
+    train_loop = make_train_loop(step_fn, mesh, **kwargs)
+
+    def loop(state, batches):
+      state, metrics = train_loop(state, batches)
+      chunk = sum(kind == 'queue' for kind, _ in events)
+      events.append(('queue', chunk))
+      return state, {**metrics, 'nonfinite': Flag(metrics['nonfinite'], chunk)}
+    return loop
+
+  monkeypatch.setattr(train_step, 'make_train_loop', recording_train_loop)
+  tiny_config.num_train_steps, tiny_config.steps_per_loop = 8, 1
+  tiny_config.log_every_steps = tiny_config.sample_every_steps = 4
+  tiny_config.checkpoint_every_steps = 4
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert events == [('queue', 0), ('queue', 1), ('read', 0), ('queue', 2), ('read', 1),
+                    ('queue', 3), ('read', 2), ('read', 3),
+                    ('queue', 4), ('queue', 5), ('read', 4), ('queue', 6), ('read', 5),
+                    ('queue', 7), ('read', 6), ('read', 7)]
 
 
 def test_train_resume_and_checkpoints(tiny_config, tmp_path, capsys):
