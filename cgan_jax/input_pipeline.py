@@ -306,7 +306,8 @@ def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
 
 
 def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):
-  """(H, W, C) of a folder tree's images from a few files of each folder; C is 1 for grayscale.
+  """(H, W, C) of a folder tree's images from a few files of each folder; C is 1 if all of
+  those are grayscale, else 3.
 
   H and W are None when those files differ in size (then config.image_size must be set).
   """
@@ -321,7 +322,8 @@ def _peek_folder_image_shape(path, per_folder: int = 4, limit: int = 256):
   if not shapes:
     raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png or '
                      'PATH/<label>/*.png.')
-  height, width, channels = shapes[0]
+  height, width, _ = shapes[0]
+  channels = max(shape[2] for shape in shapes)  # A few gray files among colour ones stay colour.
   if any(shape[:2] != (height, width) for shape in shapes):
     height = width = None
   return (height, width, channels)

@@ -168,6 +168,18 @@ def test_folder(tiny_config, tmp_path, mode, channels):
   assert batch['image'].shape == (8, 8, 8, 3)
 
 
+def test_folder_of_gray_and_colour_images_is_colour(tiny_config, tmp_path):
+  _write_folder(str(tmp_path), mode='RGB')
+  for split in ('train', 'test'):  # The first file of every class folder is gray.
+    for c in ('cat', 'dog', 'eel'):
+      path = os.path.join(tmp_path, split, c, '0.png')
+      Image.open(path).convert('L').save(path)
+  tiny_config.dataset = f'folder:{tmp_path}'
+  batch, info = _first_batch(tiny_config, batch_size=12)
+  assert info.image_shape == (12, 12, 3)
+  _check_batch(batch, info, batch_size=12)
+
+
 def test_folder_of_mixed_sizes_needs_image_size(tiny_config, tmp_path):
   _write_folder(str(tmp_path / 'a'), size=12)
   os.rename(tmp_path / 'a' / 'train', tmp_path / 'train')
