@@ -167,17 +167,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
         preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
       writes = at_boundary or preempted
-      # The host reads the flags one chunk behind, so the device always has the newest chunk to
-      # run, and all of them before anything is written: a dropped (non-finite) update must never
-      # reach the saves below.
-      ready = unchecked if writes else unchecked[:-1]
-      flags = jax.device_get([chunk_metrics['nonfinite'] for _, chunk_metrics in ready])
-      bad_chunks = [chunk for chunk, flag in zip(ready, flags) if flag]
-      unchecked = unchecked[len(ready):]
-      if bad_chunks:
+      # Flags are read one chunk behind, so that the device always has the newest chunk to run,
+      # and all of them before anything is written: a dropped update must never reach a save.
+      ready, unchecked = (unchecked, []) if writes else (unchecked[:-1], unchecked[-1:])
+      dropped = _first_dropped(ready)
+      if dropped:
         unchecked = []
-        first_step, chunk_metrics = bad_chunks[0]
-        bad_step, message = _nonfinite_report(jax.device_get(chunk_metrics), first_step)
+        bad_step, message = _nonfinite_report(jax.device_get(dropped[1]), dropped[0])
         if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
           manager.wait_until_finished()
           raise NonFiniteError(
@@ -233,6 +229,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if writer:
     writer.close()
   return state
+
+
+def _first_dropped(chunks: list):
+  """The first of `chunks`, (first step, metrics) pairs, whose update was dropped (non-finite),
+  or None; waits for them to finish."""
+  flags = jax.device_get([metrics['nonfinite'] for _, metrics in chunks])
+  return next((chunk for chunk, flag in zip(chunks, flags) if flag), None)
 
 
 def _nonfinite_report(metrics: dict, step: int):
