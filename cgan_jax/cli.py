@@ -43,7 +43,7 @@ def _parse_flags(argv, quiet: bool = False):
   except (AttributeError, KeyError) as e:
     raise SystemExit(unknown_field_message(e)) from None
   except OSError:
-    path = config_flags.get_config_filename(flags.FLAGS['config'])
+    path = _config_argument(argv)
     shipped = sorted(f for f in os.listdir(CONFIGS_DIR) if f.endswith('.py') and f[0] != '_')
     raise SystemExit(f'Error: no config file {path!r}; pass --config=PATH to one, such as '
                      f'{", ".join(shipped)} in {CONFIGS_DIR}.') from None
@@ -53,6 +53,16 @@ def _parse_flags(argv, quiet: bool = False):
     if quiet:
       logging.set_verbosity(logging.WARNING)
   return args
+
+
+def _config_argument(argv) -> str:
+  """The --config value on the command line (the flag is left unparsed when its file fails)."""
+  for flag, value in zip(argv, argv[1:] + ['']):
+    if flag.startswith('--config='):
+      return flag[len('--config='):]
+    if flag == '--config':
+      return value
+  return config_flags.get_config_filename(flags.FLAGS['config'])
 
 
 def own_info_or_warning(record: python_logging.LogRecord) -> bool:

@@ -343,6 +343,9 @@ def test_damaged_newest_checkpoint_is_set_aside_not_deleted(interrupted, tmp_pat
     (['--config=configs/digts.py'], "Error: no config file 'configs/digts.py'; pass "
      '--config=PATH to one, such as cifar10.py, default.py, digits.py, fashion_mnist.py, mnist.py '
      f'in {os.path.join(REPO, "configs")}.'),
+    (['--config', 'configs/digts.py', '--config.num_train_steps=3'], "Error: no config file "
+     "'configs/digts.py'; pass --config=PATH to one, such as cifar10.py, default.py, digits.py, "
+     f'fashion_mnist.py, mnist.py in {os.path.join(REPO, "configs")}.'),
 ])
 def test_config_flag_mistakes_are_one_line(tmp_path, flags, message):
   result = subprocess.run(
