@@ -28,6 +28,8 @@ def checkpoint_dir(workdir: str) -> str:
 
 def check_writable(directory: str, flag: str = '--workdir'):
   """Makes `directory` if needed; a one-line PermissionError if no file can be written there."""
+  if os.path.isfile(directory):
+    raise PermissionError(f'{flag}={directory} is a file; choose a directory.')
   try:
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory):

@@ -96,6 +96,9 @@ def load_split(config: ml_collections.ConfigDict, split: str, max_examples: int 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the judge on `config.train_split`, saves it with Orbax, returns its test accuracy."""
   clf = config.classifier
+  for field in ('num_train_steps', 'batch_size'):
+    if clf[field] < 1:
+      raise ValueError(f'config.classifier.{field}={clf[field]} must be at least 1.')
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise ValueError(f'{workdir} already holds checkpoints (of a classifier or a GAN run); '
                      'choose a new --workdir (nothing was deleted).')

@@ -160,6 +160,7 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
                     seed: int = 0, log=tqdm.tqdm.write) -> dict:
   """Writes every table and picture for the run in `workdir`; returns what it computed."""
   output = output or os.path.join(workdir, 'inspect')
+  checkpoint.check_writable(output, '--output')
   g_key = 'ema_g_params' if use_ema else 'g_params'
   restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
   g_params, d_params = restored[g_key], restored['d_params']
@@ -262,7 +263,7 @@ def main(argv):
   try:
     inspect_workdir(FLAGS.workdir, FLAGS.output, step=FLAGS.step, use_ema=FLAGS.ema,
                     num_per_class=FLAGS.num_per_class, num_steps=FLAGS.num_steps, seed=FLAGS.seed)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     raise SystemExit(f'Error: {e}') from None
 
 

@@ -53,6 +53,9 @@ def test_classifier_is_saved_and_accurate(judge_dir):
     classifier.train(config, judge_dir)
   with pytest.raises(PermissionError, match='Cannot write to --workdir=/proc/cgan_jax_judge'):
     classifier.train(config, '/proc/cgan_jax_judge')  # Before any training step.
+  config.classifier.batch_size = 0
+  with pytest.raises(ValueError, match=r'^config.classifier.batch_size=0 must be at least 1\.$'):
+    classifier.train(config, '/proc/cgan_jax_judge')
 
 
 def test_periodic_eval_keeps_the_best_checkpoint(trained_workdir):

@@ -141,3 +141,13 @@ def test_inspect_cli(inspected, tmp_path):
   empty = subprocess.run([sys.executable, '-m', 'cgan_jax.inspect', f'--workdir={tmp_path}'],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
   assert empty.returncode != 0 and 'No checkpoint' in empty.stderr
+
+
+def test_unwritable_output_is_one_line(inspected, tmp_path):
+  workdir = inspected[0]
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(PermissionError, match=r'^--output=.*a_file is a file; choose a directory\.$'):
+    cgan_inspect.inspect_workdir(workdir, str(tmp_path / 'a_file'))
+  below_a_file = str(tmp_path / 'a_file' / 'inspect')  # Unwritable even as root.
+  with pytest.raises(PermissionError, match='^Cannot write to --output=.*; choose a directory'):
+    cgan_inspect.inspect_workdir(workdir, below_a_file)
