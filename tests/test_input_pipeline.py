@@ -168,16 +168,18 @@ def test_folder(tiny_config, tmp_path, mode, channels):
   assert batch['image'].shape == (8, 8, 8, 3)
 
 
-def test_folder_of_gray_and_colour_images_is_colour(tiny_config, tmp_path):
-  _write_folder(str(tmp_path), mode='RGB')
-  for split in ('train', 'test'):  # The first file of every class folder is gray.
-    for c in ('cat', 'dog', 'eel'):
-      path = os.path.join(tmp_path, split, c, '0.png')
-      Image.open(path).convert('L').save(path)
+def test_folder_with_one_odd_image_among_many(tiny_config, tmp_path):
+  _write_folder(str(tmp_path))  # Gray 12x12 images, four per class folder.
+  odd = os.path.join(tmp_path, 'train', 'eel', '9.png')  # Listed last in the last folder.
+  rgb = np.random.RandomState(1).randint(0, 255, (12, 12, 3)).astype(np.uint8)
+  Image.fromarray(rgb).save(odd)
   tiny_config.dataset = f'folder:{tmp_path}'
-  batch, info = _first_batch(tiny_config, batch_size=12)
-  assert info.image_shape == (12, 12, 3)
-  _check_batch(batch, info, batch_size=12)
+  assert input_pipeline.get_info(tiny_config).image_shape == (12, 12, 3)  # One colour image: RGB.
+  batch, info = _first_batch(tiny_config, batch_size=13)
+  _check_batch(batch, info, batch_size=13)
+  Image.fromarray(rgb[:, :10]).save(odd)
+  with pytest.raises(ValueError, match='varying size; set --config.image_size'):
+    input_pipeline.get_info(tiny_config)
 
 
 def test_folder_of_mixed_sizes_needs_image_size(tiny_config, tmp_path):
