@@ -75,7 +75,8 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
       return int(v)
     known = f" or one of the class names {list(attribute_names)}" if ids else ''
     raise ValueError(f"--labels takes comma-separated class ids{known} (values of several "
-                     f"attributes joined by ':', e.g. 3:1,7:0), got {v!r} in {text!r}.")
+                     f"attributes joined by ':', e.g. 3:1,7:0), got {v!r}" +
+                     (f' in {text!r}.' if v != text else '.'))
   values = [[value(v, n) for v, n in zip(row, names)] for row in rows]
   return np.array(values if len(rows[0]) > 1 else [r[0] for r in values], np.int32)
 

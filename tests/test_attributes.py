@@ -70,6 +70,8 @@ def test_parse_and_check_labels():
   np.testing.assert_array_equal(sample.parse_labels('2,10,0', numeric), [3, 1, 0])
   with pytest.raises(ValueError, match=r"class names \['T-shirt/top', 'Trouser', 'Sandal', .*'boot'"):
     sample.parse_labels('Sandal,boot', names)
+  with pytest.raises(ValueError, match=r"got 'boot'\.$"):  # Not "got 'boot' in 'boot'".
+    sample.parse_labels('boot', names)
   with pytest.raises(ValueError, match=r"2 label attribute\(s\).*joined by ':' \(got 1\)"):
     sample.check_labels([3, 4], COUNTS)
   with pytest.raises(ValueError, match=r'1 label attribute\(s\).*\(got 2\)'):
