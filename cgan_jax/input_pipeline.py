@@ -324,7 +324,8 @@ def _peek_folder_image_shape(path, limit: int = 50_000):
     except OSError:  # Named when a split that holds it is read (numpy_batches).
       continue
   if not shapes:
-    raise ValueError(f'No readable images under {path!r}; PNG or JPEG files are expected.')
+    raise ValueError(f'No image under {path!r} can be read (damaged, or not PNG or JPEG inside); '
+                     'fix or remove them.')
   sizes = {shape[:2] for shape in shapes}
   height, width = sizes.pop() if len(sizes) == 1 else (None, None)
   return (height, width, max(shape[2] for shape in shapes))

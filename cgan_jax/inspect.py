@@ -160,7 +160,6 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
                     seed: int = 0, log=tqdm.tqdm.write) -> dict:
   """Writes every table and picture for the run in `workdir`; returns what it computed."""
   output = output or os.path.join(workdir, 'inspect')
-  checkpoint.check_writable(output, '--output')
   g_key = 'ema_g_params' if use_ema else 'g_params'
   restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
   g_params, d_params = restored[g_key], restored['d_params']
@@ -175,6 +174,8 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
   def with_others(y):
     return np.stack([y] + [0 * y] * (len(counts) - 1), 1) if len(counts) > 1 else y
   generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
+  # After the restore, so that a mistyped --workdir creates nothing.
+  checkpoint.check_writable(output, '--output')
   os.makedirs(os.path.join(output, 'embeddings'), exist_ok=True)
   result = {'step': step, 'output': output, 'files': {}, 'notes': []}
   files, notes = result['files'], result['notes']

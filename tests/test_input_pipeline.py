@@ -252,13 +252,17 @@ def test_folder_view_is_removed_without_its_targets(tmp_path):
 @pytest.mark.parametrize('layout,message', [
     ('images_at_top', r'has images directly in it; .* one subfolder per class'),
     ('mixed', r"mixes class folders with images \('cat'\) and folders without \('test'\)"),
+    ('unreadable', r'No image under .* can be read \(damaged, or not PNG or JPEG inside\)'),
 ])
 def test_folder_layout_errors(tiny_config, tmp_path, layout, message):
   _write_folder(str(tmp_path))
   if layout == 'images_at_top':
     shutil.copy(next((tmp_path / 'train' / 'cat').glob('*.png')), tmp_path / 'stray.png')
-  else:
+  elif layout == 'mixed':
     shutil.copytree(tmp_path / 'train' / 'cat', tmp_path / 'cat')
+  else:
+    for path in tmp_path.glob('*/*/*.png'):
+      path.write_text('not an image')
   tiny_config.dataset = f'folder:{tmp_path}'
   with pytest.raises(ValueError, match=message):
     input_pipeline.get_info(tiny_config)
