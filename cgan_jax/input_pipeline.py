@@ -127,9 +127,9 @@ class _Source:
       raise ValueError(f'Image folder {path!r} mixes class folders with images ({flat[0]!r}) and '
                        f'folders without ({sorted(set(subdirs) - set(flat))[0]!r}); use either '
                        'PATH/<split>/<label>/*.png or PATH/<label>/*.png.')
-    counts = collections.Counter(os.path.splitext(f)[1].lower() for _, files in
-                                 _image_files_by_folder(path, IMAGE_EXTENSIONS + _UNREAD_EXTENSIONS)
-                                 for f in files)
+    files = [os.path.join(root, f) for root, names in
+             _image_files_by_folder(path, IMAGE_EXTENSIONS + _UNREAD_EXTENSIONS) for f in names]
+    counts = collections.Counter(os.path.splitext(f)[1].lower() for f in files)
     unread = sorted((ext, n) for ext, n in counts.items() if ext in _UNREAD_EXTENSIONS)
     if unread:
       found = ', '.join(f'{n} {ext}' for ext, n in unread)
@@ -147,7 +147,8 @@ class _Source:
     self.num_classes = builder.info.features['label'].num_classes
     self.class_names = tuple(builder.info.features['label'].names)
     self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
-    self.native_shape = _peek_folder_image_shape(path)
+    self.native_shape = _image_shape_from_headers(
+        path, [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)])
     self._read = self._read_folder
 
   def _read_folder(self, split, seed):
@@ -305,19 +306,19 @@ def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
     yield root, sorted(f for f in files if f.lower().endswith(extensions))
 
 
-def _peek_folder_image_shape(path, limit: int = 50_000):
-  """(H, W, C) of a folder tree's images from their files' headers (an even spread of `limit` of
-  them in larger trees, ~30 us each); C is 1 if all are grayscale, else 3.
+def _image_shape_from_headers(path, files, limit: int = 50_000):
+  """(H, W, C) of the image folder `path`'s `files` from their headers (an even spread of `limit`
+  of them in larger trees, ~30 us each); C is 1 if all are grayscale, else 3.
 
   H and W are None when the sizes differ (then config.image_size must be set).
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  files = [os.path.join(root, f) for root, names in _image_files_by_folder(path) for f in names]
   if not files:
     raise ValueError(f'No images found under {path!r}; expected PATH/<split>/<label>/*.png or '
                      'PATH/<label>/*.png.')
   shapes = set()
-  for file in files[::-(-len(files) // limit)]:
+  stride = -(-len(files) // limit)  # Rounded up: at most `limit` files.
+  for file in files[::stride]:
     try:
       with Image.open(file) as im:  # Reads the header only.
         shapes.add((im.height, im.width, 1 if im.mode in ('L', 'LA', '1', 'I', 'I;16') else 3))
