@@ -155,18 +155,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step, t_last, step_last = start_step, time.time(), start_step
     unchecked = []  # (first step, metrics) of the chunks whose non-finite flags were not read.
     while step < config.num_train_steps:
-      k = min(config.steps_per_loop, _next_boundary(step, config) - step)
+      boundary = _next_boundary(step, config)
+      k = min(config.steps_per_loop, boundary - step)
       local = [next(batches) for _ in range(k)]
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
       state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
       unchecked.append((step, metrics))
-      at_boundary = step + k == _next_boundary(step, config)
       step += k
       done = step >= config.num_train_steps
       preempted = bool(stop_signals) or manager.reached_preemption(step)
       if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
         preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
-      writes = at_boundary or preempted
+      writes = step == boundary or preempted
       # Flags are read one chunk behind, so that the device always has the newest chunk to run,
       # and all of them before anything is written: a dropped update must never reach a save.
       ready, unchecked = (unchecked, []) if writes else (unchecked[:-1], unchecked[-1:])
