@@ -28,6 +28,7 @@ FOLDER_PREFIX = 'folder:'
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # What tfds.ImageFolder reads.
 _UNREAD_EXTENSIONS = ('.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')  # Reported.
 _HIDDEN_FOLDERS = ('.', '__MACOSX')  # Folder-name prefixes of Jupyter's and macOS's extras.
+_LABEL_OUT_OF_RANGE = 'label out of range:'  # Marks the input pipeline's label check.
 _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
 _TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
 _TFDS_REMEDY = ("point --config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' "
@@ -382,13 +383,20 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
     ds = ds.repeat().shuffle(config.shuffle_buffer, seed=seed)
     ds = ds.skip(start_batch * local_batch_size)
 
+  counts = tf.constant(attribute_counts(info.num_classes), tf.int32)
+
   def preprocess(example):
     image = _to_channels(example['image'], shape[-1])
     image = tf.cast(image, tf.float32)
     if image.shape[0] != shape[0] or image.shape[1] != shape[1]:
       image = tf.image.resize(image, shape[:2], antialias=True)
     image = tf.ensure_shape(image / 127.5 - 1.0, shape)
-    return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
+    # Unlabelled examples (TFDS marks them -1) would train on a NaN embedding.
+    label = tf.cast(example['label'], tf.int32)
+    in_range = tf.reduce_all((label >= 0) & (label < (counts if label.shape.rank else counts[0])))
+    with tf.control_dependencies([tf.debugging.Assert(in_range, [_LABEL_OUT_OF_RANGE, label])]):
+      label = tf.identity(label)
+    return {'image': image, 'label': label}
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local_batch_size, drop_remainder=train)
@@ -404,7 +412,16 @@ def numpy_batches(ds: tf.data.Dataset, config: ml_collections.ConfigDict):
   try:
     yield from ds.as_numpy_iterator()
   except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+    if _LABEL_OUT_OF_RANGE in (e.message or ''):
+      raise ValueError(_label_message(config, e.message)) from None
     raise ValueError(_unreadable_image_message(config, e)) from None
+
+
+def _label_message(config, error_message: str) -> str:
+  label = error_message.split(_LABEL_OUT_OF_RANGE, 1)[1].splitlines()[0].strip(' []')
+  return (f'Dataset {config.dataset!r} has an example labelled {label}, outside its classes '
+          f'(unlabelled examples?); train on labelled splits only (--config.train_split, '
+          f'--config.eval_split).')
 
 
 def _unreadable_image_message(config, error) -> str:

@@ -31,9 +31,20 @@ def build_generator(config: ml_collections.ConfigDict, dataset: dict):
   return models.create_models(config, num_classes, tuple(dataset['image_shape']))[0]
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def generate(generator, params, z, labels):
-  """Images in [-1, 1] for noise `z` and integer `labels`."""
+  """Images in [-1, 1] for noise `z` (N, latent_dim) and integer `labels`, or a one-line error."""
+  # Checked here: inside jit an out-of-range label silently gives a NaN (or wrapped) embedding.
+  labels = check_labels(labels, generator.num_classes)
+  if np.ndim(z) != 2 or np.shape(z)[1] != generator.latent_dim:
+    raise ValueError(f'z has shape {np.shape(z)}; this model takes noise of shape (N, '
+                     f'{generator.latent_dim}), e.g. sample.noise(seed, N, {generator.latent_dim}).')
+  if len(z) != len(labels):
+    raise ValueError(f'{len(z)} noise vectors for {len(labels)} labels; give one label per row of z.')
+  return _generate(generator, params, jnp.asarray(z), labels)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate(generator, params, z, labels):
   return generator.apply({'params': params}, z, labels, train=False)
 
 
@@ -103,8 +114,7 @@ def generate_batched(generator, params, z, labels, *, batch_size: int = 500,
                      progress: bool = False) -> np.ndarray:
   """`generate` in chunks (bounded memory) as uint8, with an optional progress bar."""
   starts = range(0, len(labels), batch_size)
-  chunks = [to_uint8(generate(generator, params, z[i:i + batch_size],
-                              jnp.asarray(labels[i:i + batch_size])))
+  chunks = [to_uint8(generate(generator, params, z[i:i + batch_size], labels[i:i + batch_size]))
             for i in tqdm.tqdm(starts, desc='sampling', unit='batch', disable=not progress)]
   return np.concatenate(chunks)
 

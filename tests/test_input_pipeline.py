@@ -7,6 +7,7 @@ import socket
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -116,6 +117,24 @@ def test_tfds_without_supervised_keys(tiny_config, tmp_path):
   assert info.num_classes == 3 and info.image_shape == (8, 8, 1) and info.num_examples == 6
   np.testing.assert_allclose((batch['image'][:, 0, 0, 0] + 1) * 127.5, 40 * batch['label'],
                              atol=1e-3)
+
+
+def test_unlabelled_examples_are_a_clear_error(tiny_config):
+  """TFDS marks unlabelled examples -1 (stl10's 'unlabelled', imagenet's test): not trained on."""
+  def as_dataset(self, split, **kwargs):
+    del split, kwargs
+    labels = np.array([3, 5, -1, 2], np.int64)
+    return tf.data.Dataset.from_tensor_slices(
+        {'image': np.zeros((4, 28, 28, 1), np.uint8), 'label': labels})
+
+  tiny_config.dataset = 'mnist'
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    ds, _ = input_pipeline.create_dataset(tiny_config, 'test', 2, train=False)
+    batches = input_pipeline.numpy_batches(ds, tiny_config)
+    assert list(next(batches)['label']) == [3, 5]
+    with pytest.raises(ValueError, match=r"^Dataset 'mnist' has an example labelled -1, outside "
+                       r'its classes .*--config.train_split'):
+      next(batches)
 
 
 def test_tfds_images_of_varying_size(tiny_config):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cgan_jax import checkpoint
 from cgan_jax import sample
 from cgan_jax import train
 from tests.conftest import REPO
@@ -87,3 +88,16 @@ def test_readme_python_sampling_snippet_runs(trained_workdir):
   exec(snippet.replace("'runs/digits'", repr(trained_workdir)), scope)  # pylint: disable=exec-used
   assert scope['images'].shape == (16, 8, 8, 1)
   assert scope['step'] == 4 and -1 <= scope['images'].min() < scope['images'].max() <= 1
+
+
+@pytest.mark.parametrize('z_shape,labels,message', [  # The tiny model's noise is 8 long.
+    ((2, 8), [3, 12], r'^Label 12 is out of range: this model has 10 classes, 0..9.$'),
+    ((2, 8), [-1, 3], r'^Label -1 is out of range'),  # jnp.take would wrap it to class 9.
+    ((2, 8), [3], r'^2 noise vectors for 1 labels'),
+    ((2, 7), [3, 4], r'^z has shape \(2, 7\); this model takes noise of shape \(N, 8\)'),
+])
+def test_generate_checks_its_input(trained_workdir, z_shape, labels, message):
+  params, config, dataset, _ = checkpoint.restore_generator(trained_workdir)
+  generator = sample.build_generator(config, dataset)
+  with pytest.raises(ValueError, match=message):
+    sample.generate(generator, params, np.zeros(z_shape, np.float32), labels)
