@@ -99,7 +99,7 @@ def test_evaluate_on_another_split_is_valid_json(trained_workdir, judge_dir):
 @pytest.mark.parametrize('kwargs,error,message', [
     ({'eval_split': 'validation'}, ValueError, r"no split 'validation'; it has \['test', 'train'\]"),
     ({'num_per_class': 1000}, ValueError, 'use at most 29'),
-    ({'eval_split': 'test[:9]'}, ValueError, "0 images of 10 classes .* 'test\[:9\]' holds 9"),
+    ({'eval_split': 'test[:9]'}, ValueError, r"0 images of 10 classes .* 'test\[:9\]' holds 9"),
     ({'step': 999}, ValueError, 'No checkpoint for step 999'),
     ({'classifier_dir': '/nonexistent'}, FileNotFoundError, 'No classifier in'),
 ])
