@@ -50,20 +50,24 @@ _MINIMUM = {'batch_size': 1, 'g_batch_size': 0, 'num_train_steps': 0, 'steps_per
             'num_samples_per_class': 1, 'log_every_steps': 0, 'sample_every_steps': 0,
             'checkpoint_every_steps': 0, 'eval_every_steps': 0, 'model.latent_dim': 1,
             'model.embed_dim': 1, 'model.g_width': 1, 'model.d_width': 1,
-            'model.num_upsamples': 0, 'model.g_out_kernel': 1}
+            'model.num_upsamples': 0, 'model.g_out_kernel': 1, 'g_learning_rate': 0,
+            'd_learning_rate': 0}
+_FRACTIONS = ('g_b1', 'd_b1', 'g_b2', 'd_b2', 'ema_decay', 'model.d_dropout')  # In [0, 1).
 
 
 def check_config(config: ml_collections.ConfigDict):
   """A one-line error for a config value no run can use, before anything is built."""
+  def value(name):
+    return functools.reduce(lambda c, key: c[key], name.split('.'), config)
   for name, minimum in _MINIMUM.items():
-    value = functools.reduce(lambda c, key: c[key], name.split('.'), config)
-    if value < minimum:
-      raise ValueError(f'config.{name}={value} must be at least {minimum}.')
+    if value(name) < minimum:
+      raise ValueError(f'config.{name}={value(name)} must be at least {minimum}.')
+  for name in _FRACTIONS:
+    if not 0 <= value(name) < 1:
+      raise ValueError(f'config.{name}={value(name)} must be in [0, 1).')
   if config.num_channels not in (0, 1, 3):
     raise ValueError(f'config.num_channels={config.num_channels} must be 1 (gray), 3 (RGB) or 0 '
                      "(the dataset's own).")
-  if not 0 <= config.model.d_dropout < 1:
-    raise ValueError(f'config.model.d_dropout={config.model.d_dropout} must be in [0, 1).')
 
 
 @contextlib.contextmanager

@@ -373,6 +373,9 @@ def test_runs_from_any_directory_into_runs_config_name(tmp_path):
     ('num_channels', 4, 'config.num_channels=4 must be 1 (gray), 3 (RGB) or 0'),
     ('model.latent_dim', 0, 'config.model.latent_dim=0 must be at least 1.'),
     ('model.d_dropout', 1.0, 'config.model.d_dropout=1.0 must be in [0, 1).'),
+    ('ema_decay', 1.5, 'config.ema_decay=1.5 must be in [0, 1).'),  # The average would diverge.
+    ('g_b2', 1.0, 'config.g_b2=1.0 must be in [0, 1).'),
+    ('d_learning_rate', -1e-4, 'config.d_learning_rate=-0.0001 must be at least 0.'),
 ])
 def test_out_of_range_config_value_is_one_line_and_writes_nothing(tmp_path, field, value, message):
   config = make_tiny_config()
