@@ -20,6 +20,8 @@ from cgan_jax import input_pipeline
 _MODEL_FIELDS = ('model',)
 # Model fields that choose how the same function is computed, not what it is.
 _IMPLEMENTATION_FIELDS = ('conv_impl',)
+# Model fields that matter only as set or unset: the checkpoint holds the table read from the file.
+_SET_OR_UNSET_FIELDS = ('embed_init_file',)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -75,8 +77,12 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
   where = os.path.join(manager.directory, str(step))
   for field in _MODEL_FIELDS:
     saved, current = saved_config[field].to_dict(), config[field].to_dict()
-    diff = sorted(k for k in set(saved) | set(current)
-                  if saved.get(k) != current.get(k) and k not in _IMPLEMENTATION_FIELDS)
+
+    def differs(k):
+      if k in _SET_OR_UNSET_FIELDS:
+        return bool(saved.get(k)) != bool(current.get(k))
+      return saved.get(k) != current.get(k) and k not in _IMPLEMENTATION_FIELDS
+    diff = sorted(filter(differs, set(saved) | set(current)))
     if diff:
       changes = ', '.join(f'{field}.{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in diff)
       raise ValueError(f'Checkpoint {where} was made with a different model ({changes}); '

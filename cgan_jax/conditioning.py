@@ -1,5 +1,7 @@
 """How a label enters G and D: small modules chosen by name."""
 
+import contextlib
+import contextvars
 import os
 from typing import Any, Optional
 
@@ -26,6 +28,20 @@ def check_conditioning(g_conditioning: str, d_conditioning: str, g_norm: str = '
     raise ValueError(f'Unknown model.d_conditioning {d_conditioning!r}; choose one of {D_CONDITIONINGS}.')
   if g_norm not in G_NORMS:
     raise ValueError(f'Unknown model.g_norm {g_norm!r}; choose one of {G_NORMS}.')
+
+
+_EMBED_FILES_UNREAD = contextvars.ContextVar('embed_files_unread', default=False)
+
+
+@contextlib.contextmanager
+def embed_files_unread():
+  """Within it, initialising a model does not read model.embed_init_file: for the shapes of a
+  state that a checkpoint then fills (the table is in the checkpoint; its file may be gone)."""
+  token = _EMBED_FILES_UNREAD.set(True)
+  try:
+    yield
+  finally:
+    _EMBED_FILES_UNREAD.reset(token)
 
 
 def embed_init(path: str):
@@ -64,7 +80,10 @@ class LabelEmbed(nn.Module):
   @nn.compact
   def __call__(self, labels):
     if not isinstance(self.num_classes, (tuple, list)):
-      init = embed_init(self.init_file) if self.init_file else self.default_init
+      # The file is read only to initialise; applying the model (sampling, a train step, Flax's
+      # shape check of existing parameters) uses the table it is given.
+      read = self.init_file and self.is_initializing() and not _EMBED_FILES_UNREAD.get()
+      init = embed_init(self.init_file) if read else self.default_init
       name = 'pretrained' if self.init_file else 'embed'
       return nn.Embed(self.num_classes, self.features, embedding_init=init, name=name)(labels)
     if self.init_file:

@@ -16,6 +16,7 @@ from flax.metrics import tensorboard
 from jax.experimental import multihost_utils
 
 from cgan_jax import checkpoint
+from cgan_jax import conditioning
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
 from cgan_jax import sample
@@ -110,8 +111,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if config.on_nonfinite not in ('stop', 'restore'):
     raise ValueError(f"Unknown on_nonfinite {config.on_nonfinite!r}; choose 'stop' or 'restore'.")
   manager = checkpoint.create_manager(workdir, config)
+  # Shapes only, for the restore: a model.embed_init_file may be gone, its table is in the
+  # checkpoint. Traced as a function of its own, since JAX reuses a function's trace and this
+  # one must not stand in for a fresh start's init_fn, which does read the file.
+  with conditioning.embed_files_unread():
+    shapes = jax.eval_shape(lambda key: init_fn(key), rng)  # pylint: disable=unnecessary-lambda
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                          jax.eval_shape(init_fn, rng))
+                          shapes)
 
   def resume():
     """The newest good checkpoint's state (damaged ones are set aside), else a fresh one."""

@@ -2,6 +2,7 @@
 
 import functools
 import itertools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -175,6 +176,32 @@ def test_embeddings_from_file_and_frozen(tiny_config, tmp_path):
     generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
     with pytest.raises(ValueError, match=message):
       generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)
+
+
+def test_run_from_an_embedding_file_outlives_the_file(tiny_config, tmp_path):
+  """The checkpoint holds the table: sampling and resuming need the file no more."""
+  table = np.random.RandomState(0).normal(size=(10, tiny_config.model.embed_dim)).astype(np.float32)
+  path, workdir = tmp_path / 'embed.npy', str(tmp_path / 'run')
+  np.save(path, table)
+  tiny_config.model.embed_init_file, tiny_config.model.freeze_embed = str(path), True
+  tiny_config.num_train_steps = 2
+  train.train_and_evaluate(tiny_config, workdir)
+  os.rename(path, tmp_path / 'moved.npy')
+  params, config, dataset, _ = checkpoint.restore_generator(workdir, use_ema=False)
+  np.testing.assert_array_equal(params['label_map']['label']['pretrained']['embedding'], table)
+  images = sample.generate(sample.build_generator(config, dataset), params,
+                           np.zeros((2, config.model.latent_dim)), [3, 7])
+  assert np.isfinite(images).all()
+  tiny_config.num_train_steps = 4  # The same command, the file gone.
+  assert int(train.train_and_evaluate(tiny_config, workdir).step) == 4
+  tiny_config.model.embed_init_file, tiny_config.num_train_steps = str(tmp_path / 'moved.npy'), 6
+  assert int(train.train_and_evaluate(tiny_config, workdir).step) == 6
+  tiny_config.model.embed_init_file = None  # Without a table from a file: another model.
+  with pytest.raises(ValueError, match=r"different model \(model.embed_init_file: '.*' -> None\)"):
+    train.train_and_evaluate(tiny_config, workdir)
+  tiny_config.model.embed_init_file = str(path)  # A fresh run still needs its file.
+  with pytest.raises(FileNotFoundError, match='embed.npy does not exist'):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'fresh'))
 
 
 def test_unknown_styles_are_clear_errors(tiny_config):
