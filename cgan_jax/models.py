@@ -170,8 +170,8 @@ def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Seq
 MODELS = {'dcgan': _dcgan}
 
 
-def create_models(config: ml_collections.ConfigDict, num_classes: int, image_shape):
-  """Builds (generator, discriminator) for `config.model.name`."""
+def check_names(config: ml_collections.ConfigDict):
+  """A one-line error for a model, conditioning style, layer impl or dtype that does not exist."""
   if config.model.name not in MODELS:
     raise ValueError(f'Unknown model.name {config.model.name!r}; choose one of {sorted(MODELS)}.')
   conditioning.check_conditioning(config.model.g_conditioning, config.model.d_conditioning,
@@ -180,4 +180,9 @@ def create_models(config: ml_collections.ConfigDict, num_classes: int, image_sha
     raise ValueError(f"Unknown model.conv_impl {config.model.conv_impl!r}; choose 'auto' or 'xla'.")
   if config.model.dtype not in ('float32', 'bfloat16'):
     raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; choose 'float32' or 'bfloat16'.")
+
+
+def create_models(config: ml_collections.ConfigDict, num_classes: int, image_shape):
+  """Builds (generator, discriminator) for `config.model.name`."""
+  check_names(config)
   return MODELS[config.model.name](config, num_classes, image_shape)

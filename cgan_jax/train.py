@@ -19,6 +19,7 @@ from cgan_jax import checkpoint
 from cgan_jax import conditioning
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
+from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train_step
@@ -69,6 +70,22 @@ def check_config(config: ml_collections.ConfigDict):
   if config.num_channels not in (0, 1, 3):
     raise ValueError(f'config.num_channels={config.num_channels} must be 1 (gray), 3 (RGB) or 0 '
                      "(the dataset's own).")
+  if config.on_nonfinite not in ('stop', 'restore'):
+    raise ValueError(f"Unknown on_nonfinite {config.on_nonfinite!r}; choose 'stop' or 'restore'.")
+  if config.eval_every_steps and not config.eval_classifier_dir:
+    raise ValueError('eval_every_steps needs --config.eval_classifier_dir, a judge trained with '
+                     'python -m cgan_jax.classifier.')
+  if config.eval_every_steps and config.best_metric not in evaluate.METRICS:
+    raise ValueError(f'Unknown best_metric {config.best_metric!r}; choose one of {evaluate.METRICS}.')
+  models.check_names(config)
+  m = config.model
+  if m.embed_init_file and not {'channel', 'concat'} & {m.g_conditioning, m.d_conditioning}:
+    raise ValueError(f"model.embed_init_file starts the tables of the 'channel' and 'concat' "
+                     f'styles; g_conditioning={m.g_conditioning!r} and d_conditioning='
+                     f"{m.d_conditioning!r} have none: use one of those styles or unset the file.")
+  if m.freeze_embed and not m.embed_init_file:
+    raise ValueError('model.freeze_embed keeps the tables read from model.embed_init_file fixed; '
+                     'set that file too, or unset freeze_embed.')
 
 
 @contextlib.contextmanager
@@ -108,8 +125,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   generator, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
   replicated = sharding.replicated(mesh)
   rng = jax.random.PRNGKey(config.seed)
-  if config.on_nonfinite not in ('stop', 'restore'):
-    raise ValueError(f"Unknown on_nonfinite {config.on_nonfinite!r}; choose 'stop' or 'restore'.")
   manager = checkpoint.create_manager(workdir, config)
   # Shapes only, for the restore: a model.embed_init_file may be gone, its table is in the
   # checkpoint. Traced as a function of its own, since JAX reuses a function's trace and this
@@ -150,9 +165,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     writer.text('config', '<pre>' + str(config) + '</pre>', 0)
   evaluator = best_manager = None
   if config.eval_every_steps:
-    if not config.eval_classifier_dir:
-      raise ValueError('eval_every_steps needs --config.eval_classifier_dir, a judge trained with '
-                       'python -m cgan_jax.classifier.')
     evaluator = evaluate.Evaluator(config.eval_classifier_dir, info.num_classes, info.image_shape,
                                    config.eval_num_per_class, data_config=config)
     best_manager = evaluate.create_best_manager(workdir, config)

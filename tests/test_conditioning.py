@@ -204,6 +204,15 @@ def test_run_from_an_embedding_file_outlives_the_file(tiny_config, tmp_path):
     train.train_and_evaluate(tiny_config, str(tmp_path / 'fresh'))
 
 
+def test_embedding_file_needs_a_style_that_reads_it(tiny_config, tmp_path):
+  tiny_config.model.embed_init_file = str(tmp_path / 'embed.npy')
+  tiny_config.model.g_conditioning, tiny_config.model.d_conditioning = 'multiply', 'projection'
+  with pytest.raises(ValueError, match=r"^model.embed_init_file starts the tables of the 'channel' "
+                     r"and 'concat' styles; g_conditioning='multiply' and d_conditioning="):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
 def test_unknown_styles_are_clear_errors(tiny_config):
   for field in ('g_conditioning', 'd_conditioning', 'g_norm', 'dtype'):
     tiny_config.model[field] = 'nope'

@@ -377,6 +377,10 @@ def test_runs_from_any_directory_into_runs_config_name(tmp_path):
     ('ema_decay', 1.5, 'config.ema_decay=1.5 must be in [0, 1).'),  # The average would diverge.
     ('g_b2', 1.0, 'config.g_b2=1.0 must be in [0, 1).'),
     ('d_learning_rate', -1e-4, 'config.d_learning_rate=-0.0001 must be at least 0.'),
+    ('model.g_conditioning', 'nope', "Unknown model.g_conditioning 'nope'"),
+    ('eval_every_steps', 5, 'eval_every_steps needs --config.eval_classifier_dir'),
+    ('model.freeze_embed', True, 'model.freeze_embed keeps the tables read from '
+     'model.embed_init_file fixed; set that file too'),  # It froze nothing.
 ])
 def test_out_of_range_config_value_is_one_line_and_writes_nothing(tmp_path, field, value, message):
   config = make_tiny_config()
