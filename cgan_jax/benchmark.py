@@ -41,7 +41,8 @@ flags.DEFINE_integer('steps', 0, 'Steps per timed window (one dispatch); 0 = con
 flags.DEFINE_integer('windows', 5, 'Timed windows; images_per_sec is their median.',
                      lower_bound=1)
 flags.DEFINE_integer('matmul_size', 2048,
-                     'Side of the square f32 matmul that sets the ceiling (probed in every window).')
+                     'Side of the square f32 matmul that sets the ceiling (probed in every window).',
+                     lower_bound=1)
 flags.DEFINE_bool('keras', False, 'Also time the Keras tutorial iteration, interleaved window by window.')
 flags.DEFINE_integer('input_pipeline', 0, 'Instead of the step, time this many batches of the '
                      "config's real input pipeline alone (after one), on this host.", lower_bound=0)
@@ -94,10 +95,12 @@ def _dataset_info(config) -> input_pipeline.DatasetInfo:
     height = width = config.image_size
   if height is None or width is None:
     raise ValueError(f'Dataset {config.dataset!r} has images of varying size; set --config.image_size.')
-  num_classes = builder.info.features[label_key].num_classes
+  labels = [builder.info.features[k] for k in input_pipeline.label_keys(config) or (label_key,)]
+  counts, names = tuple(f.num_classes for f in labels), tuple(tuple(f.names) for f in labels)
   return input_pipeline.DatasetInfo(
-      num_classes=num_classes, image_shape=(height, width, config.num_channels or channels),
-      num_examples=0, class_names=tuple(builder.info.features[label_key].names))
+      num_classes=counts[0] if len(labels) == 1 else counts,
+      image_shape=(height, width, config.num_channels or channels), num_examples=0,
+      class_names=names[0] if len(labels) == 1 else names)
 
 
 def _synthetic_batches(config, info, steps: int, mesh):

@@ -69,7 +69,8 @@ def default_labels(num_classes, max_combinations: int = 100) -> np.ndarray:
   return np.array(rows, np.int32)
 
 
-def _label_keys(config) -> tuple:
+def label_keys(config) -> tuple:
+  """The class-label features of config.labels; () for the dataset's own label."""
   return tuple(k.strip() for k in config.get('labels', '').split(',') if k.strip())
 
 
@@ -79,7 +80,7 @@ class _Source:
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
     name = config.dataset
-    keys = _label_keys(config)
+    keys = label_keys(config)
     if keys not in ((), ('label',)) and (name == 'digits' or name.startswith(FOLDER_PREFIX)):
       raise ValueError(f'config.labels={config.labels!r}: dataset {name!r} has one class label, '
                        "'label'; several attributes need a TFDS dataset with several of them.")
@@ -179,8 +180,8 @@ class _Source:
         supervised if len(supervised) == 2 and all(isinstance(k, str) for k in supervised) else
         (images[0] if len(images) == 1 else 'image',
          class_labels[0] if len(class_labels) == 1 else 'label'))
-    label_keys = _label_keys(self.config) or (label_key,)
-    for key in label_keys:
+    keys = label_keys(self.config) or (label_key,)
+    for key in keys:
       if key not in class_labels:
         raise ValueError(f'Dataset {name!r} has no class label {key!r}; set config.labels to '
                          f'some of {class_labels}.')
@@ -200,22 +201,22 @@ class _Source:
       raise RuntimeError(
           f'Could not download or prepare TFDS dataset {name!r} ({type(e).__name__}: '
           f'{str(e).splitlines()[0][:200] if str(e) else ""}); {_TFDS_REMEDY}') from None
-    self._builder, self._keys = builder, (image_key, label_keys)
-    counts = tuple(features[k].num_classes for k in label_keys)
-    names = tuple(tuple(features[k].names) for k in label_keys)
+    self._builder, self._keys = builder, (image_key, keys)
+    counts = tuple(features[k].num_classes for k in keys)
+    names = tuple(tuple(features[k].names) for k in keys)
     self.num_classes, self.class_names = (counts[0], names[0]) if len(counts) == 1 else (counts, names)
     self.native_shape = tuple(features[image_key].shape)
     self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
     self._read = self._read_tfds
 
   def _read_tfds(self, split, seed):
-    image_key, label_keys = self._keys
+    image_key, keys = self._keys
     ds = self._builder.as_dataset(
         split=tfds.split_for_jax_process(split), shuffle_files=True,
         read_config=tfds.ReadConfig(shuffle_seed=seed))
 
     def select(ex):
-      labels = [ex[k] for k in label_keys]
+      labels = [ex[k] for k in keys]
       return {'image': ex[image_key], 'label': labels[0] if len(labels) == 1 else tf.stack(labels)}
     return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 

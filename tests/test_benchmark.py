@@ -72,3 +72,13 @@ def test_input_pipeline_alone():
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['batches'] == 5 and result['local_batch_size'] == 16  # One process: all of it.
   assert result['input_images_per_sec'] > 0
+
+
+def test_several_attributes_are_benchmarked_as_configured():
+  """config.labels picks the attributes (the model's embeddings), read without any download."""
+  config = conftest.make_tiny_config()
+  config.dataset, config.labels = 'smallnorb', 'label_category,label_lighting'
+  info = benchmark._dataset_info(config)  # pylint: disable=protected-access
+  assert info.num_classes == (5, 6) and info.image_shape == (96, 96, 1)
+  config.labels = ''
+  assert benchmark._dataset_info(config).num_classes == 5  # pylint: disable=protected-access
