@@ -94,6 +94,23 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
                        f'{current}; use a new --workdir or the original dataset. Nothing was deleted.')
 
 
+def _flat(tree: dict, prefix: str = '') -> dict:
+  return {k: v for key, value in tree.items() for k, v in (
+      _flat(value, f'{prefix}{key}.').items() if isinstance(value, dict) else
+      [(prefix + key, value)])}
+
+
+def changed_settings(manager: ocp.CheckpointManager, step: int,
+                     config: ml_collections.ConfigDict) -> list:
+  """'field: saved -> current' for each setting changed since the checkpoint at `step` (the
+  model fields cannot change, check_compatible; num_train_steps is expected to)."""
+  saved = _flat(_restore_json(manager, step)[0].to_dict())
+  current = _flat(json.loads(config.to_json()))  # As saved.
+  return [f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in sorted(set(saved) | set(current))
+          if saved.get(k) != current.get(k) and not k.startswith(_MODEL_FIELDS)
+          and k != 'num_train_steps']
+
+
 def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional[int] = None):
   """Restores the full train state (shardings taken from `abstract_state`)."""
   step = manager.latest_step() if step is None else step

@@ -158,6 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return state
   if start_step and is_chief:
     print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
+    if changes := checkpoint.changed_settings(manager, start_step, config):
+      # batch_size and seed also change which images come next: no longer the uninterrupted run.
+      print(f'Settings changed since that checkpoint: {", ".join(changes)}.', flush=True)
   batches = batches_from(start_step)
   train_loop = train_step.make_train_loop(step_fn, mesh)
   writer = tensorboard.SummaryWriter(workdir) if is_chief else None

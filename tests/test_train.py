@@ -108,7 +108,9 @@ def test_train_resume_and_checkpoints(tiny_config, tmp_path, capsys):
   # Training on to 6 steps resumes from step 4 and equals an uninterrupted 6-step run.
   tiny_config.num_train_steps = 6
   resumed = train.train_and_evaluate(tiny_config, workdir)
-  assert f'Resuming from step 4 in {workdir}/checkpoints.' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert f'Resuming from step 4 in {workdir}/checkpoints.' in out
+  assert 'Settings changed' not in out  # num_train_steps is meant to change.
   straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
   assert int(resumed.step) == 6
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
@@ -128,6 +130,14 @@ def test_resume_with_other_model_is_refused(tiny_config, tmp_path):
   with pytest.raises(ValueError, match='different model.*g_width'):
     train.train_and_evaluate(tiny_config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
+
+
+def test_resume_with_other_settings_says_which(tiny_config, tmp_path, capsys):
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  tiny_config.g_learning_rate, tiny_config.seed, tiny_config.num_train_steps = 1e-3, 5, 6
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert ('Settings changed since that checkpoint: g_learning_rate: 0.0002 -> 0.001, seed: 0 -> 5.'
+          in capsys.readouterr().out.splitlines())
 
 
 def test_resume_with_other_conv_impl_is_allowed(tiny_config, tmp_path):
