@@ -14,6 +14,7 @@ from typing import Optional
 
 from absl import app
 from absl import flags
+from absl import logging
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -58,6 +59,11 @@ class Evaluator:
           f"The classifier in {classifier_dir} judges {clf_dataset['num_classes']} classes of "
           f"{clf_dataset['image_shape']} images ({clf_dataset['name']}), the generator draws "
           f'{num_classes} classes of {list(image_shape)}; train a classifier on the same data.')
+    if data_config and clf_dataset['name'] != data_config.dataset:
+      # Same classes and shape, other data (say a judge of MNIST for digits): its scores mislead.
+      logging.warning('The classifier in %s was trained on %r, the run on %r; its scores compare '
+                      'the generator with the judge\'s data, not the run\'s.', classifier_dir,
+                      clf_dataset['name'], data_config.dataset)
     config = data_config or clf_config
     test_images, test_labels, _ = classifier.load_split(config, config.eval_split)
     test_labels = test_labels[:, 0] if test_labels.ndim == 2 else test_labels

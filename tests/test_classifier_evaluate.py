@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from cgan_jax import classifier
@@ -144,3 +145,19 @@ def test_best_manager_keeps_the_best_not_the_newest(tmp_path, metric, kept):
   config.best_metric = 'loss'
   with pytest.raises(ValueError, match='Unknown best_metric'):
     evaluate.create_best_manager(str(tmp_path), config)
+
+
+def test_a_judge_of_other_data_is_warned_about(judge_dir, tmp_path, caplog):
+  """Same classes and image shape, other data: the scores would compare with the judge's data."""
+  from tests.conftest import make_tiny_config  # pylint: disable=g-import-not-at-top
+  for c in range(10):
+    os.makedirs(tmp_path / 'train' / str(c))
+    for i in range(2):
+      Image.fromarray(np.full((8, 8), 20 * c + i, np.uint8)).save(tmp_path / 'train' / str(c) / f'{i}.png')
+  config = make_tiny_config()
+  config.dataset, config.eval_split = f'folder:{tmp_path}', 'train'
+  evaluate.Evaluator(judge_dir, 10, (8, 8, 1), num_per_class=1, data_config=config)
+  assert f"was trained on 'digits', the run on 'folder:{tmp_path}'" in caplog.text
+  caplog.clear()
+  evaluate.Evaluator(judge_dir, 10, (8, 8, 1), num_per_class=1, data_config=make_tiny_config())
+  assert 'was trained on' not in caplog.text

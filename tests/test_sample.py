@@ -94,6 +94,8 @@ def test_readme_python_sampling_snippet_runs(trained_workdir):
     ((2, 8), [3, 12], r'^Label 12 is out of range: this model has 10 classes, 0..9.$'),
     ((2, 8), [-1, 3], r'^Label -1 is out of range'),  # jnp.take would wrap it to class 9.
     ((2, 8), [3], r'^2 noise vectors for 1 labels'),
+    ((2, 8), [3, 3.7], r'^Labels are class ids \(integers\), got \[3.0, 3.7\].$'),  # Was 3.
+    ((2, 8), ['3', '7'], r"^Labels are class ids \(integers\), got \['3', '7'\].$"),
     ((2, 7), [3, 4], r'^z has shape \(2, 7\); this model takes noise of shape \(N, 8\)'),
 ])
 def test_generate_checks_its_input(trained_workdir, z_shape, labels, message):
