@@ -177,7 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                mesh.devices.size, start_step, config.num_train_steps)
   with _stop_signals() as stop_signals:
     restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
-    step, t_last, step_last = start_step, time.time(), start_step
+    step, step_last, t_start = start_step, start_step, time.time()
+    t_last = None  # Set once the first dispatch returns: rates and ETAs leave the compile out.
     unchecked = []  # (first step, metrics) of the chunks whose non-finite flags were not read.
     while step < config.num_train_steps:
       boundary = _next_boundary(step, config)
@@ -185,6 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       local = [next(batches) for _ in range(k)]
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
       state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
+      if t_last is None:  # The first call compiled the step before dispatching it.
+        t_last = time.time()
+        logging.info('Compiled the train step in %.1f s.', t_last - t_start)
       unchecked.append((step, metrics))
       step += k
       done = step >= config.num_train_steps

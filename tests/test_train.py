@@ -1,6 +1,8 @@
 """The sharded train step: device-count invariance, end-to-end runs, checkpoints and resume."""
 
+import itertools
 import os
+import types
 
 import jax
 import numpy as np
@@ -130,6 +132,18 @@ def test_resume_with_other_model_is_refused(tiny_config, tmp_path):
   with pytest.raises(ValueError, match='different model.*g_width'):
     train.train_and_evaluate(tiny_config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == before
+
+
+def test_rates_leave_the_compile_out(tiny_config, tmp_path, capsys, caplog, monkeypatch):
+  """The first dispatch compiles (here made to take 1,000 s): logged apart, not in the rate."""
+  clock = itertools.chain([0, 1000], itertools.count(1001))  # Then a second per reading.
+  monkeypatch.setattr(train, 'time', types.SimpleNamespace(time=lambda: next(clock)))
+  caplog.set_level('INFO')
+  tiny_config.num_train_steps, tiny_config.log_every_steps = 4, 4
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert 'Compiled the train step in 1000.0 s.' in caplog.text
+  line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith('step 4/4'))
+  assert 'steps_per_sec=4 ' in line  # 4 steps in the 1 s after the compile (was 4 in 1,001 s).
 
 
 def test_resume_with_other_settings_says_which(tiny_config, tmp_path, capsys):
