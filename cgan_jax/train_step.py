@@ -185,7 +185,8 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
       metrics.update(g_terms)
     metrics['g_loss'] = g_loss
     metrics['g_grad_norm'] = optax.tree.norm(grads)
-    metrics['d_loss'] = metrics.get('d_loss_real', 0.0) + metrics.get('d_loss_fake', 0.0)
+    # What D minimises, as g_loss is what G minimises: class and penalty terms included.
+    metrics['d_loss'] = sum(v for k, v in metrics.items() if k.startswith('d_loss_'))
     new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                               g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema,
                               d_stats=d_stats)

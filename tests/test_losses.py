@@ -62,6 +62,9 @@ def test_each_loss_trains(tiny_config, loss, extra):
   assert moved(initial.g_params, state.g_params) > 0
   assert ('d_loss_r1' in metrics) == bool(tiny_config.r1_gamma)
   assert ('d_loss_gp' in metrics) == bool(tiny_config.gp_weight)
+  # d_loss is D's whole objective, penalties included (as g_loss is G's).
+  terms = [v for k, v in metrics.items() if k.startswith('d_loss_')]
+  assert metrics['d_loss'] == pytest.approx(float(sum(terms)), rel=1e-5)
   # Adam counts its updates: d_steps per step, one more per step for a separate real/fake D.
   updates = 2 * tiny_config.d_steps * (2 if tiny_config.d_update == 'separate' else 1)
   assert int(state.d_opt_state[0].count) == updates
