@@ -215,6 +215,17 @@ def test_embedding_file_needs_a_style_that_reads_it(tiny_config, tmp_path):
   assert not (tmp_path / 'run').exists()
 
 
+def test_condition_at_needs_a_style_that_uses_it(tiny_config, tmp_path):
+  """It was silently ignored by the styles that do not place a label map."""
+  tiny_config.model.d_conditioning, tiny_config.model.d_condition_at = 'projection', 1
+  with pytest.raises(ValueError, match=r"^model.d_condition_at places the label of "
+                     r"channel/concat/multiply; d_conditioning='projection' does not use it"):
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  tiny_config.model.d_conditioning = 'concat'  # Uses it.
+  tiny_config.num_train_steps = 1
+  assert int(train.train_and_evaluate(tiny_config, str(tmp_path / 'run')).step) == 1
+
+
 def test_unknown_styles_are_clear_errors(tiny_config):
   for field in ('g_conditioning', 'd_conditioning', 'g_norm', 'dtype'):
     tiny_config.model[field] = 'nope'
