@@ -132,7 +132,7 @@ def test_batch_norm_and_spectral_norm_do_not_depend_on_device_count(tiny_config)
 
 def test_saved_config_rebuilds_the_model_for_sampling(tiny_config, tmp_path):
   _configure(tiny_config, 'multiply', 'projection', 'cbn', d_spectral_norm=True,
-             num_upsamples=2, g_condition_at=1)
+             num_upsamples=2)
   tiny_config.loss = 'hinge'
   tiny_config.num_train_steps = 2
   state = train.train_and_evaluate(tiny_config, str(tmp_path))
