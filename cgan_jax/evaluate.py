@@ -122,11 +122,16 @@ def evaluate(workdir: str, classifier_dir: str, *, num_per_class: int = 0,
   return result
 
 
+def check_best_metric(config: ml_collections.ConfigDict) -> str:
+  """config.best_metric, or a one-line error if it names no metric."""
+  if config.best_metric not in METRICS:
+    raise ValueError(f'Unknown best_metric {config.best_metric!r}; choose one of {METRICS}.')
+  return config.best_metric
+
+
 def create_best_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   """Keeps the one checkpoint best by `config.best_metric` in WORKDIR/best (a workdir of its own)."""
-  metric = config.best_metric
-  if metric not in METRICS:
-    raise ValueError(f'Unknown best_metric {metric!r}; choose one of {METRICS}.')
+  metric = check_best_metric(config)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, best_fn=lambda scores: scores[metric],
       best_mode='min' if metric in LOWER_IS_BETTER else 'max')

@@ -94,11 +94,11 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
 
 def check_labels(labels, num_classes) -> np.ndarray:
   """Labels as int32 (N,) or (N, attributes), or a one-line error naming what is wrong."""
-  given = np.asarray(labels)
-  if given.dtype.kind not in 'iub' and not (given.dtype.kind == 'f' and
-                                           np.array_equal(given, np.round(given))):
-    raise ValueError(f'Labels are class ids (integers), got {given.ravel()[:4].tolist()}.')
-  labels = given.astype(np.int32)
+  values = np.asarray(labels)
+  if values.dtype.kind not in 'iub' and not (values.dtype.kind == 'f' and
+                                            np.array_equal(values, np.round(values))):
+    raise ValueError(f'Labels are class ids (integers), got {values.ravel()[:4].tolist()}.')
+  labels = values.astype(np.int32)
   counts = input_pipeline.attribute_counts(num_classes)
   given = labels.shape[1] if labels.ndim == 2 else 1
   if labels.ndim > 2 or given != len(counts) or (labels.ndim == 2) != (len(counts) > 1):

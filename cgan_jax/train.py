@@ -75,8 +75,8 @@ def check_config(config: ml_collections.ConfigDict):
   if config.eval_every_steps and not config.eval_classifier_dir:
     raise ValueError('eval_every_steps needs --config.eval_classifier_dir, a judge trained with '
                      'python -m cgan_jax.classifier.')
-  if config.eval_every_steps and config.best_metric not in evaluate.METRICS:
-    raise ValueError(f'Unknown best_metric {config.best_metric!r}; choose one of {evaluate.METRICS}.')
+  if config.eval_every_steps:
+    evaluate.check_best_metric(config)
   models.check_names(config)
   m = config.model
   if m.embed_init_file and not {'channel', 'concat'} & {m.g_conditioning, m.d_conditioning}:
