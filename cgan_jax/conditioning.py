@@ -18,16 +18,33 @@ G_CONDITIONINGS = ('none', 'channel', 'multiply', 'concat')
 D_CONDITIONINGS = ('none', 'channel', 'multiply', 'concat', 'projection', 'acgan')
 # Normalisation after each of G's upsamplings; 'cbn' has a per-label gain and bias.
 G_NORMS = ('none', 'batch', 'cbn')
+# The styles whose label tables model.embed_init_file starts.
+EMBED_FILE_STYLES = ('channel', 'concat')
+# The styles that place a label map after model.{g,d}_condition_at blocks.
+G_MAP_STYLES = ('channel',)
+D_MAP_STYLES = ('channel', 'concat', 'multiply')
 
 
-def check_conditioning(g_conditioning: str, d_conditioning: str, g_norm: str = 'none'):
-  """Raises a one-line error for an unknown conditioning style."""
-  if g_conditioning not in G_CONDITIONINGS:
-    raise ValueError(f'Unknown model.g_conditioning {g_conditioning!r}; choose one of {G_CONDITIONINGS}.')
-  if d_conditioning not in D_CONDITIONINGS:
-    raise ValueError(f'Unknown model.d_conditioning {d_conditioning!r}; choose one of {D_CONDITIONINGS}.')
-  if g_norm not in G_NORMS:
-    raise ValueError(f'Unknown model.g_norm {g_norm!r}; choose one of {G_NORMS}.')
+def check_conditioning(m):
+  """A one-line error for an unknown style, or a `config.model` setting its styles do not use."""
+  if m.g_conditioning not in G_CONDITIONINGS:
+    raise ValueError(f'Unknown model.g_conditioning {m.g_conditioning!r}; choose one of {G_CONDITIONINGS}.')
+  if m.d_conditioning not in D_CONDITIONINGS:
+    raise ValueError(f'Unknown model.d_conditioning {m.d_conditioning!r}; choose one of {D_CONDITIONINGS}.')
+  if m.g_norm not in G_NORMS:
+    raise ValueError(f'Unknown model.g_norm {m.g_norm!r}; choose one of {G_NORMS}.')
+  if m.embed_init_file and not set(EMBED_FILE_STYLES) & {m.g_conditioning, m.d_conditioning}:
+    styles = ' and '.join(map(repr, EMBED_FILE_STYLES))
+    raise ValueError(f'model.embed_init_file starts the tables of the {styles} styles; '
+                     f'g_conditioning={m.g_conditioning!r} and d_conditioning={m.d_conditioning!r} '
+                     'have none: use one of those styles or unset the file.')
+  if m.freeze_embed and not m.embed_init_file:
+    raise ValueError('model.freeze_embed keeps the tables read from model.embed_init_file fixed; '
+                     'set that file too, or unset freeze_embed.')
+  for net, styles in (('g', G_MAP_STYLES), ('d', D_MAP_STYLES)):
+    if m[f'{net}_condition_at'] and m[f'{net}_conditioning'] not in styles:
+      raise ValueError(f"model.{net}_condition_at places the label of {'/'.join(styles)}; "
+                       f"{net}_conditioning={m[f'{net}_conditioning']!r} does not use it: leave it 0.")
 
 
 _EMBED_FILES_UNREAD = contextvars.ContextVar('embed_files_unread', default=False)

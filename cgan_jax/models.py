@@ -171,11 +171,10 @@ MODELS = {'dcgan': _dcgan}
 
 
 def check_names(config: ml_collections.ConfigDict):
-  """A one-line error for a model, conditioning style, layer impl or dtype that does not exist."""
+  """A one-line error for a model, conditioning, layer impl or dtype that does not exist or fit."""
   if config.model.name not in MODELS:
     raise ValueError(f'Unknown model.name {config.model.name!r}; choose one of {sorted(MODELS)}.')
-  conditioning.check_conditioning(config.model.g_conditioning, config.model.d_conditioning,
-                                  config.model.g_norm)
+  conditioning.check_conditioning(config.model)
   if config.model.conv_impl not in ('auto', 'xla'):
     raise ValueError(f"Unknown model.conv_impl {config.model.conv_impl!r}; choose 'auto' or 'xla'.")
   if config.model.dtype not in ('float32', 'bfloat16'):

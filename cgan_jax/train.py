@@ -78,18 +78,6 @@ def check_config(config: ml_collections.ConfigDict):
   if config.eval_every_steps:
     evaluate.check_best_metric(config)
   models.check_names(config)
-  m = config.model
-  if m.embed_init_file and not {'channel', 'concat'} & {m.g_conditioning, m.d_conditioning}:
-    raise ValueError(f"model.embed_init_file starts the tables of the 'channel' and 'concat' "
-                     f'styles; g_conditioning={m.g_conditioning!r} and d_conditioning='
-                     f"{m.d_conditioning!r} have none: use one of those styles or unset the file.")
-  for net, styles in (('g', ('channel',)), ('d', ('channel', 'concat', 'multiply'))):
-    if m[f'{net}_condition_at'] and m[f'{net}_conditioning'] not in styles:
-      raise ValueError(f"model.{net}_condition_at places the label of {'/'.join(styles)}; "
-                       f"{net}_conditioning={m[f'{net}_conditioning']!r} does not use it: leave it 0.")
-  if m.freeze_embed and not m.embed_init_file:
-    raise ValueError('model.freeze_embed keeps the tables read from model.embed_init_file fixed; '
-                     'set that file too, or unset freeze_embed.')
 
 
 @contextlib.contextmanager
