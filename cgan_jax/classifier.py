@@ -93,12 +93,15 @@ def load_split(config: ml_collections.ConfigDict, split: str, max_examples: int 
   return images[order], labels[order], info
 
 
+# Smallest value of each numeric field of config.classifier.
+_MINIMUM = {'num_train_steps': 1, 'batch_size': 1, 'learning_rate': 0, 'weight_decay': 0,
+            'width': 1, 'feature_dim': 1, 'log_every_steps': 1}
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the judge on `config.train_split`, saves it with Orbax, returns its test accuracy."""
   clf = config.classifier
-  for field in ('num_train_steps', 'batch_size'):
-    if clf[field] < 1:
-      raise ValueError(f'config.classifier.{field}={clf[field]} must be at least 1.')
+  cli.check_ranges(config, {f'classifier.{name}': minimum for name, minimum in _MINIMUM.items()})
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise ValueError(f'{workdir} already holds checkpoints (of a classifier or a GAN run); '
                      'choose a new --workdir (nothing was deleted).')

@@ -96,3 +96,15 @@ def unknown_field_message(error: Exception) -> str:
   field = field.strip('\'"')
   return (f"Error: unknown config field '{field}' in a --config.* flag{hint}; the fields are "
           'listed in configs/default.py.')
+
+
+def check_ranges(config, minimums: dict, fractions=()):
+  """A one-line error for a numeric field below its minimum or a fraction outside [0, 1)."""
+  def value(name):
+    return functools.reduce(lambda c, key: c[key], name.split('.'), config)
+  for name, minimum in minimums.items():
+    if value(name) < minimum:
+      raise ValueError(f'config.{name}={value(name)} must be at least {minimum}.')
+  for name in fractions:
+    if not 0 <= value(name) < 1:
+      raise ValueError(f'config.{name}={value(name)} must be in [0, 1).')

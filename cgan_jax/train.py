@@ -1,7 +1,6 @@
 """The training loop: resume, train in chunks, log, sample, evaluate, checkpoint, stop on signals."""
 
 import contextlib
-import functools
 import os
 import shlex
 import signal
@@ -16,6 +15,7 @@ from flax.metrics import tensorboard
 from jax.experimental import multihost_utils
 
 from cgan_jax import checkpoint
+from cgan_jax import cli
 from cgan_jax import conditioning
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
@@ -59,14 +59,7 @@ _FRACTIONS = ('g_b1', 'd_b1', 'g_b2', 'd_b2', 'ema_decay', 'model.d_dropout')  #
 
 def check_config(config: ml_collections.ConfigDict):
   """A one-line error for a config value no run can use, before anything is built."""
-  def value(name):
-    return functools.reduce(lambda c, key: c[key], name.split('.'), config)
-  for name, minimum in _MINIMUM.items():
-    if value(name) < minimum:
-      raise ValueError(f'config.{name}={value(name)} must be at least {minimum}.')
-  for name in _FRACTIONS:
-    if not 0 <= value(name) < 1:
-      raise ValueError(f'config.{name}={value(name)} must be in [0, 1).')
+  cli.check_ranges(config, _MINIMUM, _FRACTIONS)
   if config.num_channels not in (0, 1, 3):
     raise ValueError(f'config.num_channels={config.num_channels} must be 1 (gray), 3 (RGB) or 0 '
                      "(the dataset's own).")

@@ -57,6 +57,9 @@ def test_classifier_is_saved_and_accurate(judge_dir):
   config.classifier.batch_size = 0
   with pytest.raises(ValueError, match=r'^config.classifier.batch_size=0 must be at least 1\.$'):
     classifier.train(config, '/proc/cgan_jax_judge')
+  config.classifier.batch_size, config.classifier.log_every_steps = 128, 0  # Was a modulo by 0.
+  with pytest.raises(ValueError, match=r'^config.classifier.log_every_steps=0 must be at least 1\.$'):
+    classifier.train(config, '/proc/cgan_jax_judge')
 
 
 def test_periodic_eval_keeps_the_best_checkpoint(trained_workdir):
