@@ -47,6 +47,11 @@ def check_conditioning(m):
                        f"{net}_conditioning={m[f'{net}_conditioning']!r} does not use it: leave it 0.")
 
 
+def generator_uses_labels(m) -> bool:
+  """Whether G's images depend on the label (through its input, a label map or CBN)."""
+  return m.g_conditioning != 'none' or m.g_norm == 'cbn'
+
+
 _EMBED_FILES_UNREAD = contextvars.ContextVar('embed_files_unread', default=False)
 
 

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -21,6 +22,7 @@ import tqdm
 
 from cgan_jax import checkpoint
 from cgan_jax import cli
+from cgan_jax import conditioning
 from cgan_jax import input_pipeline
 from cgan_jax import models
 
@@ -249,6 +251,9 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
       checkpoint.check_writable(directory, flag)
   params, config, dataset, step = checkpoint.restore_generator(workdir, step, use_ema)
   generator = build_generator(config, dataset)
+  if not conditioning.generator_uses_labels(config.model):
+    logging.warning("This run's G is unconditional (model.g_conditioning='none'): its images do "
+                    'not depend on the labels, so columns and class folders hold random samples.')
   num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
   if isinstance(labels, str):
     labels = parse_labels(labels, dataset.get('class_names', ()))

@@ -98,3 +98,15 @@ def test_cli_interpolate_truncate_per_class(trained, tmp_path):
                         ([], 'Nothing to write')):
     result = _sample_cli(f'--workdir={workdir}', *args)
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_unconditional_generator_is_named_when_sampled(trained, tmp_path, caplog):
+  sample.sample_to_file(trained[0], str(tmp_path / 'conditional.png'))
+  assert 'unconditional' not in caplog.text
+  config = make_tiny_config()
+  config.model.g_conditioning = config.model.d_conditioning = 'none'
+  config.num_train_steps = 2
+  workdir = str(tmp_path / 'unconditional')
+  train.train_and_evaluate(config, workdir)
+  sample.sample_to_file(workdir, str(tmp_path / 'unconditional.png'))
+  assert "This run's G is unconditional" in caplog.text
