@@ -119,18 +119,11 @@ class _Source:
       raise ValueError(f'Image folder {path!r} {problem}; expected PATH/<split>/<label>/*.png '
                        'or PATH/<label>/*.png.')
     path = os.path.abspath(path)
-    has_images = lambda d: any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(d))
-    if has_images(path):
-      raise ValueError(f'Image folder {path!r} has images directly in it; a conditional GAN needs '
-                       'one subfolder per class: PATH/<label>/*.png.')
-    subdirs = _subfolders(path)
-    flat = [d for d in subdirs if has_images(os.path.join(path, d))]
-    if flat and len(flat) < len(subdirs):
-      raise ValueError(f'Image folder {path!r} mixes class folders with images ({flat[0]!r}) and '
-                       f'folders without ({sorted(set(subdirs) - set(flat))[0]!r}); use either '
-                       'PATH/<split>/<label>/*.png or PATH/<label>/*.png.')
-    files = [os.path.join(root, f) for root, names in
-             _image_files_by_folder(path, IMAGE_EXTENSIONS + _UNREAD_EXTENSIONS) for f in names]
+    splits = _folder_splits(path)
+    class_files = {split: {label: _image_files(os.path.join(split_path, label))
+                           for label in _subfolders(split_path)}
+                   for split, split_path in splits.items()}
+    files = [f for labels in class_files.values() for fs in labels.values() for f in fs]
     counts = collections.Counter(os.path.splitext(f)[1].lower() for f in files)
     unread = sorted((ext, n) for ext, n in counts.items() if ext in _UNREAD_EXTENSIONS)
     if unread:
@@ -140,17 +133,23 @@ class _Source:
                          'formats tfds.ImageFolder reads; convert them (e.g. with PIL).')
       logging.log_first_n(logging.WARNING, 'Image folder %r: skipping %s files; tfds.ImageFolder '
                           'reads only PNG and JPEG.', 1, path, found)
-    splits = {'train': path} if flat else {d: os.path.join(path, d) for d in subdirs}
-    # tfds.ImageFolder takes every folder for a split or a class, hidden ones too.
-    view = flat or any(_subfolders(d, hidden=True) != _subfolders(d)
-                       for d in [path, *splits.values()])
-    builder = tfds.ImageFolder(_folder_view(splits) if view else path)
+    images = {split: {label: [f for f in fs if f.lower().endswith(IMAGE_EXTENSIONS)]
+                      for label, fs in labels.items()} for split, labels in class_files.items()}
+    _warn_of_classes_without_images(path, images)
+    # tfds.ImageFolder reads the images directly in each class folder: subfolders of a class
+    # (as torchvision and Keras read them), hidden folders and a flat layout need a view.
+    nested = any(os.path.dirname(f) != os.path.join(splits[split], label)
+                 for split, labels in images.items() for label, fs in labels.items() for f in fs)
+    flat = splits == {'train': path}
+    view = flat or nested or any(_subfolders(d, hidden=True) != _subfolders(d)
+                                 for d in [path, *splits.values()])
+    builder = tfds.ImageFolder(_folder_view(images if nested else splits) if view else path)
     self._builder = builder
     self.num_classes = builder.info.features['label'].num_classes
     self.class_names = tuple(builder.info.features['label'].names)
     self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
     self.native_shape = _image_shape_from_headers(
-        path, [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)])
+        path, [f for labels in images.values() for fs in labels.values() for f in fs])
     self._read = self._read_folder
 
   def _read_folder(self, split, seed):
@@ -288,22 +287,84 @@ def _subfolders(path, hidden: bool = False) -> list:
       hidden or not d.startswith(_HIDDEN_FOLDERS)))
 
 
+def _folder_splits(path) -> dict:
+  """{split: its folder} of the image folder `path`: PATH/<split>/<label>/ (tfds.ImageFolder's
+  layout), or {'train': PATH} for PATH/<label>/ (torchvision's and Keras')."""
+  if _has_images(path):
+    raise ValueError(f'Image folder {path!r} has images directly in it; a conditional GAN needs '
+                     'one subfolder per class: PATH/<label>/*.png.')
+  subdirs = _subfolders(path)
+  classes = [d for d in subdirs if _has_images(os.path.join(path, d))]
+  if not classes:
+    return {d: os.path.join(path, d) for d in subdirs}
+  others = sorted(set(subdirs) - set(classes))
+  if others and _subfolders(os.path.join(path, others[0])):
+    raise ValueError(f'Image folder {path!r} mixes class folders with images ({classes[0]!r}) and '
+                     f'folders without ({others[0]!r}); use either PATH/<split>/<label>/*.png or '
+                     'PATH/<label>/*.png.')
+  if others:
+    unread = [f for f in _image_files(os.path.join(path, others[0]))
+              if f.lower().endswith(_UNREAD_EXTENSIONS)]
+    held = (f'only {len(unread)} files tfds.ImageFolder cannot read ({os.path.splitext(unread[0])[1]}'
+            ': convert them to PNG)') if unread else 'no PNG or JPEG images'
+    raise ValueError(f'Image folder {path!r}: class folder {others[0]!r} has {held}; add images '
+                     'or remove the folder.')
+  return {'train': path}
+
+
+def _has_images(folder) -> bool:
+  return any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(folder))
+
+
+def _warn_of_classes_without_images(path, images: dict):
+  """Warns of classes (the class folders of all splits) that a split with images has none of."""
+  classes = sorted({label for labels in images.values() for label in labels})
+  for split, labels in images.items():
+    empty = [label for label in classes if not labels.get(label)]
+    if empty and len(empty) < len(classes):
+      logging.warning('Image folder %r: split %r has no images of class %s; it is still a class '
+                      '(a label the model takes), with nothing to learn from.', path, split,
+                      ', '.join(map(repr, empty)))
+
+
 def _folder_view(splits: dict) -> str:
-  """A folder of links, ROOT/<split>/<class> -> the class folders of `splits` ({split: path}),
-  laid out as tfds.ImageFolder reads it and without hidden folders."""
+  """A folder laid out as tfds.ImageFolder reads it, ROOT/<split>/<class>, without hidden folders.
+
+  `splits` is {split: its folder}, whose class folders are linked, or {split: {class: [image
+  files]}} (files in subfolders of a class), whose files are linked one by one.
+  """
   root = tempfile.mkdtemp(prefix='cgan_jax_image_folder_')
   atexit.register(shutil.rmtree, root, ignore_errors=True)  # Removes the links, not their targets.
-  for split, split_path in splits.items():
+  for split, classes in splits.items():
     os.mkdir(os.path.join(root, split))
-    for label in _subfolders(split_path):
-      os.symlink(os.path.join(split_path, label), os.path.join(root, split, label),
-                 target_is_directory=True)
+    if isinstance(classes, str):
+      for label in _subfolders(classes):
+        os.symlink(os.path.join(classes, label), os.path.join(root, split, label),
+                   target_is_directory=True)
+      continue
+    for label, files in classes.items():
+      os.mkdir(os.path.join(root, split, label))
+      for i, f in enumerate(files):  # Numbered: files of different subfolders may share a name.
+        os.symlink(f, os.path.join(root, split, label, f'{i:07d}_{os.path.basename(f)}'))
   return root
 
 
+def _image_files(folder, extensions=IMAGE_EXTENSIONS + _UNREAD_EXTENSIONS) -> list:
+  """The image files under `folder`, in its subfolders too but not hidden ones, sorted."""
+  return [os.path.join(root, f) for root, names in _image_files_by_folder(folder, extensions)
+          for f in names]
+
+
 def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
-  """(folder, its image files' names) for every folder under `path` but hidden ones, sorted."""
-  for root, folders, files in os.walk(path):
+  """(folder, its image files' names) for every folder under `path` but hidden ones, sorted;
+  linked folders are followed (each real folder once)."""
+  seen = set()
+  for root, folders, files in os.walk(path, followlinks=True):
+    real = os.path.realpath(root)
+    if real in seen:  # A link back up the tree.
+      folders[:] = []
+      continue
+    seen.add(real)
     folders[:] = sorted(d for d in folders if not d.startswith(_HIDDEN_FOLDERS))
     yield root, sorted(f for f in files if f.lower().endswith(extensions))
 

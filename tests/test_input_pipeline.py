@@ -268,6 +268,70 @@ def test_folder_view_is_removed_without_its_targets(tmp_path):
   assert len(list((tmp_path / 'data').glob('*/*/*.png'))) == 24
 
 
+def _class_counts(config, split='train'):
+  ds, info = input_pipeline.create_dataset(config, split, 1, train=False)
+  labels = [int(b['label'][0]) for b in input_pipeline.numpy_batches(ds, config)]
+  return {name: labels.count(i) for i, name in enumerate(info.class_names)}
+
+
+@pytest.mark.parametrize('flat', [False, True])
+def test_images_in_subfolders_of_a_class_are_read(tiny_config, tmp_path, flat):
+  _write_folder(str(tmp_path))
+  cat = tmp_path / 'train' / 'cat'
+  (cat / 'sub' / 'deeper').mkdir(parents=True)
+  os.rename(cat / '0.png', cat / 'sub' / '0.png')
+  os.rename(cat / '1.png', cat / 'sub' / 'deeper' / '2.png')  # Same name as cat/2.png.
+  Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / 'test' / 'dog' / 'sub.png')
+  (tmp_path / 'test' / 'dog' / 'big').mkdir()  # Unread before: its size made sizes vary.
+  os.rename(tmp_path / 'test' / 'dog' / 'sub.png', tmp_path / 'test' / 'dog' / 'big' / 'x.png')
+  os.symlink(cat, cat / 'sub' / 'loop')  # A link back up the tree is read once.
+  tiny_config.dataset = f'folder:{tmp_path / "train" if flat else tmp_path}'
+  if flat:
+    assert _class_counts(tiny_config) == {'cat': 4, 'dog': 4, 'eel': 4}
+  else:
+    with pytest.raises(ValueError, match='varying size'):
+      input_pipeline.get_info(tiny_config)
+    tiny_config.image_size = 12
+    assert _class_counts(tiny_config) == {'cat': 4, 'dog': 4, 'eel': 4}
+    assert _class_counts(tiny_config, 'test') == {'cat': 4, 'dog': 5, 'eel': 4}
+
+
+def test_linked_class_folders_are_read(tiny_config, tmp_path):
+  _write_folder(str(tmp_path / 'data'))
+  for name in ('cat', 'dog', 'eel'):
+    (tmp_path / 'linked' / name).parent.mkdir(exist_ok=True)
+    os.symlink(tmp_path / 'data' / 'train' / name, tmp_path / 'linked' / name)
+  tiny_config.dataset = f'folder:{tmp_path / "linked"}'
+  assert _class_counts(tiny_config) == {'cat': 4, 'dog': 4, 'eel': 4}
+
+
+def test_classes_a_split_lacks_are_named(tiny_config, tmp_path, caplog):
+  _write_folder(str(tmp_path))
+  (tmp_path / 'train' / 'fox').mkdir()
+  shutil.copytree(tmp_path / 'test' / 'eel', tmp_path / 'test' / 'gnu')
+  tiny_config.dataset = f'folder:{tmp_path}'
+  with caplog.at_level(logging.WARNING):
+    assert input_pipeline.get_info(tiny_config).num_classes == 5
+  assert "split 'train' has no images of class 'fox', 'gnu'" in caplog.text
+  assert "split 'test' has no images of class 'fox';" in caplog.text
+
+
+@pytest.mark.parametrize('content,message', [
+    ('bmp', r"class folder 'fox' has only 4 files tfds.ImageFolder cannot read \(\.bmp: convert "
+            r"them to PNG\); add images or remove the folder\.$"),
+    ('nothing', r"class folder 'fox' has no PNG or JPEG images; add images or remove the folder"),
+])
+def test_class_folder_without_images_is_named(tiny_config, tmp_path, content, message):
+  _write_folder(str(tmp_path))
+  (tmp_path / 'train' / 'fox').mkdir()
+  if content == 'bmp':
+    for path in (tmp_path / 'train' / 'eel').glob('*.png'):
+      Image.open(path).save(tmp_path / 'train' / 'fox' / path.with_suffix('.bmp').name)
+  tiny_config.dataset = f'folder:{tmp_path / "train"}'
+  with pytest.raises(ValueError, match=message):
+    input_pipeline.get_info(tiny_config)
+
+
 @pytest.mark.parametrize('layout,message', [
     ('images_at_top', r'has images directly in it; .* one subfolder per class'),
     ('mixed', r"mixes class folders with images \('cat'\) and folders without \('test'\)"),
