@@ -1,4 +1,4 @@
-"""What the entry points share: a --config flag whose mistakes are one-line errors, and '~'."""
+"""What the entry points share: a --config flag whose mistakes are one-line errors, and paths."""
 
 import functools
 import logging as python_logging
@@ -13,7 +13,8 @@ from cgan_jax.input_pipeline import FOLDER_PREFIX
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 CONFIGS_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), 'configs')
-# Paths in which '~' is expanded: a shell leaves it alone after '--flag=' and 'folder:'.
+# Paths in which '~' is expanded (a shell leaves it alone after '--flag=' and 'folder:'); the
+# config's are also made absolute.
 _PATH_FLAGS = ('workdir', 'output', 'per_class_dir', 'classifier')
 _PATH_FIELDS = ('data_dir', 'model.embed_init_file', 'eval_classifier_dir')
 
@@ -71,7 +72,8 @@ def own_info_or_warning(record: python_logging.LogRecord) -> bool:
 
 
 def _expand_home(flag_values):
-  """Expands '~' in the path flags and the config's path fields that are set."""
+  """Expands '~' in the path flags; the config's path fields that are set become absolute paths
+  (a run's saved config then finds its data from any working directory)."""
   for name in _PATH_FLAGS:
     if name in flag_values and flag_values[name].value:
       setattr(flag_values, name, os.path.expanduser(flag_values[name].value))
@@ -82,9 +84,14 @@ def _expand_home(flag_values):
     *parents, leaf = field.split('.')
     node = functools.reduce(lambda c, key: c.get(key) or {}, parents, config)
     if node.get(leaf):
-      node[leaf] = os.path.expanduser(node[leaf])
+      node[leaf] = _absolute(node[leaf])
   if config.dataset.startswith(FOLDER_PREFIX):
-    config.dataset = FOLDER_PREFIX + os.path.expanduser(config.dataset[len(FOLDER_PREFIX):])
+    config.dataset = FOLDER_PREFIX + _absolute(config.dataset[len(FOLDER_PREFIX):])
+
+
+def _absolute(path: str) -> str:
+  """`path` with '~' expanded, made absolute; URLs (gs://...) as they are."""
+  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
 
 
 def unknown_field_message(error: Exception) -> str:

@@ -67,8 +67,9 @@ def noise(seed: int, n: int, latent_dim: int, truncation: Optional[float] = None
 def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
   """'3,7' or 'Sandal,7' -> [3, 7]; '3:1,7:0' (one value per attribute) -> [[3, 1], [7, 0]].
 
-  A value is one of the dataset's `class_names` (one list per attribute when there are several)
-  in any case, '_' standing for a space ('ankle_boot'), or else a class id.
+  A value is one of the dataset's `class_names` (one list per attribute when there are several),
+  as named or, where that is unambiguous, in any case with '_' for a space ('ankle_boot'), or
+  else a class id.
   """
   rows = [[v.strip() for v in item.split(':')] for item in text.split(',')]
   if len({len(r) for r in rows}) > 1:
@@ -81,12 +82,16 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
 
   def value(v, attribute_names):
     # A name first: folders named '1'..'12' sort as '1', '10', '11', '12', '2', ... into ids.
-    ids = {key(n): i for i, n in enumerate(attribute_names)}
-    if key(v) in ids:
-      return ids[key(v)]
+    exact = [i for i, n in enumerate(attribute_names) if str(n) == v]
+    loose = [i for i, n in enumerate(attribute_names) if key(n) == key(v)]
+    if exact or len(loose) == 1:
+      return (exact or loose)[0]
+    if loose:
+      raise ValueError(f'--labels value {v!r} matches the classes '
+                       f'{[attribute_names[i] for i in loose]}; write one exactly as named.')
     if v.lstrip('-').isdigit():
       return int(v)
-    known = f" or one of the class names {list(attribute_names)}" if ids else ''
+    known = f" or one of the class names {list(attribute_names)}" if attribute_names else ''
     raise ValueError(f"--labels takes comma-separated class ids{known} (values of several "
                      f"attributes joined by ':', e.g. 3:1,7:0), got {v!r}" +
                      (f' in {text!r}.' if v != text else '.'))

@@ -72,6 +72,11 @@ def test_parse_and_check_labels():
     sample.parse_labels('Sandal,boot', names)
   with pytest.raises(ValueError, match=r"got 'boot'\.$"):  # Not "got 'boot' in 'boot'".
     sample.parse_labels('boot', names)
+  # Names that differ only in case or '_': the exact one, or an error naming them.
+  close = ('Cat', 'a b', 'a_b', 'cat')
+  np.testing.assert_array_equal(sample.parse_labels('Cat,cat,a b,a_b', close), [0, 3, 1, 2])
+  with pytest.raises(ValueError, match=r"value 'CAT' matches the classes \['Cat', 'cat'\]; write"):
+    sample.parse_labels('CAT', close)
   with pytest.raises(ValueError, match=r"2 label attribute\(s\).*joined by ':' \(got 1\)"):
     sample.check_labels([3, 4], COUNTS)
   with pytest.raises(ValueError, match=r'1 label attribute\(s\).*\(got 2\)'):

@@ -13,7 +13,7 @@ from tests import conftest
 from tests.conftest import make_tiny_config
 
 
-def test_home_is_expanded_in_path_flags_and_config_fields(monkeypatch):
+def test_home_is_expanded_and_config_paths_made_absolute(monkeypatch):
   monkeypatch.setenv('HOME', '/home/user')
   flag_values = flags.FlagValues()
   flags.DEFINE_string('workdir', None, '', flag_values=flag_values)
@@ -28,6 +28,12 @@ def test_home_is_expanded_in_path_flags_and_config_fields(monkeypatch):
   assert config.dataset == 'folder:/home/user/images'
   assert config.data_dir == '/home/user/tfds'
   assert config.model.embed_init_file is None and config.eval_classifier_dir is None
+  # Relative paths become absolute (the saved config finds them from anywhere); URLs stay.
+  monkeypatch.chdir('/tmp')
+  config.dataset, config.data_dir, config.model.embed_init_file = 'folder:data/', 'gs://b/tfds', 'e.npy'
+  cli._expand_home(flag_values)  # pylint: disable=protected-access
+  assert config.dataset == 'folder:/tmp/data'
+  assert config.data_dir == 'gs://b/tfds' and config.model.embed_init_file == '/tmp/e.npy'
 
 
 def test_importing_the_input_pipeline_prints_nothing():
