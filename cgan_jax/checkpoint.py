@@ -18,8 +18,9 @@ from cgan_jax import input_pipeline
 # Config fields that change the parameters' structure or meaning: a checkpoint made with
 # other values cannot be resumed.
 _MODEL_FIELDS = ('model',)
-# Model fields that choose how the same function is computed, not what it is.
-_IMPLEMENTATION_FIELDS = ('conv_impl',)
+# Model fields a resumed run may change: how the same parameters are computed (layer
+# implementation, compute dtype; parameters stay float32) or regularised (D's dropout).
+_RESUMABLE_FIELDS = ('conv_impl', 'dtype', 'd_dropout')
 # Model fields that matter only as set or unset: the checkpoint holds the table read from the file.
 _SET_OR_UNSET_FIELDS = ('embed_init_file',)
 
@@ -81,7 +82,7 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
     def differs(k):
       if k in _SET_OR_UNSET_FIELDS:
         return bool(saved.get(k)) != bool(current.get(k))
-      return saved.get(k) != current.get(k) and k not in _IMPLEMENTATION_FIELDS
+      return saved.get(k) != current.get(k) and k not in _RESUMABLE_FIELDS
     diff = sorted(filter(differs, set(saved) | set(current)))
     if diff:
       changes = ', '.join(f'{field}.{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in diff)
@@ -102,13 +103,14 @@ def _flat(tree: dict, prefix: str = '') -> dict:
 
 def changed_settings(manager: ocp.CheckpointManager, step: int,
                      config: ml_collections.ConfigDict) -> list:
-  """'field: saved -> current' for each setting changed since the checkpoint at `step` (the
-  model fields cannot change, check_compatible; num_train_steps is expected to)."""
+  """'field: saved -> current' for each setting changed since the checkpoint at `step` (model
+  fields only where they may change, check_compatible; num_train_steps is expected to)."""
   saved = _flat(_restore_json(manager, step)[0].to_dict())
   current = _flat(json.loads(config.to_json()))  # As saved.
+  resumable = {f'{field}.{k}' for field in _MODEL_FIELDS for k in _RESUMABLE_FIELDS}
   return [f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in sorted(set(saved) | set(current))
-          if saved.get(k) != current.get(k) and not k.startswith(_MODEL_FIELDS)
-          and k != 'num_train_steps']
+          if saved.get(k) != current.get(k) and k != 'num_train_steps'
+          and (k in resumable or not k.startswith(_MODEL_FIELDS))]
 
 
 def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional[int] = None):

@@ -26,7 +26,7 @@ def get_config():
   config.model.d_width = 128  # Feature maps in every discriminator block.
   config.model.num_upsamples = 2  # Stride-2 upsamplings in G (and downsamplings in D).
   config.model.g_out_kernel = 7  # Kernel size of G's last convolution (7 in the tutorial).
-  config.model.d_dropout = 0.4  # Dropout before D's logit.
+  config.model.d_dropout = 0.4  # Dropout on D's features, before its logit (and class heads).
   config.model.g_conditioning = 'channel'  # How G sees the label: see conditioning.py.
   config.model.d_conditioning = 'channel'  # How D sees the label: see conditioning.py.
   config.model.g_condition_at = 0  # G 'channel': label map after this many upsamplings (0 = base map).

@@ -154,12 +154,17 @@ def test_resume_with_other_settings_says_which(tiny_config, tmp_path, capsys):
           in capsys.readouterr().out.splitlines())
 
 
-def test_resume_with_other_conv_impl_is_allowed(tiny_config, tmp_path):
-  """conv_impl changes how the same function is computed: its checkpoints resume either way."""
+def test_resume_with_other_impl_dtype_or_dropout_is_allowed(tiny_config, tmp_path, capsys):
+  """conv_impl and dtype change how the same parameters are computed, d_dropout how D is
+  regularised: a checkpoint resumes with other values (and says so)."""
   train.train_and_evaluate(tiny_config, str(tmp_path))
-  tiny_config.model.conv_impl = 'xla'
+  tiny_config.model.conv_impl, tiny_config.model.dtype, tiny_config.model.d_dropout = (
+      'xla', 'bfloat16', 0.3)
   tiny_config.num_train_steps += 2
   assert int(train.train_and_evaluate(tiny_config, str(tmp_path)).step) == tiny_config.num_train_steps
+  assert ("Settings changed since that checkpoint: model.conv_impl: 'auto' -> 'xla', "
+          "model.d_dropout: 0.2 -> 0.3, model.dtype: 'float32' -> 'bfloat16'."
+          in capsys.readouterr().out.splitlines())
 
 
 def test_zero_intervals_mean_at_the_end_only(tiny_config, tmp_path):
