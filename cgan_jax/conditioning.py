@@ -173,7 +173,8 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, labels=None):
-    stats = jnp.stack([x.mean(axis=(0, 1, 2)), (x * x).mean(axis=(0, 1, 2))]).astype(jnp.float32)
+    x32 = x.astype(jnp.float32)  # E[x^2] - E[x]^2 in bf16 would lose most of the variance.
+    stats = jnp.stack([x32.mean(axis=(0, 1, 2)), (x32 * x32).mean(axis=(0, 1, 2))])
     if self.axis_name is not None:
       stats = jax.lax.pmean(stats, self.axis_name)
     mean, var = stats[0], jnp.maximum(stats[1] - stats[0]**2, 0.0)

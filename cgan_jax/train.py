@@ -19,6 +19,7 @@ from cgan_jax import cli
 from cgan_jax import conditioning
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
+from cgan_jax import losses
 from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import sharding
@@ -70,6 +71,11 @@ def check_config(config: ml_collections.ConfigDict):
                      'python -m cgan_jax.classifier.')
   if config.eval_every_steps:
     evaluate.check_best_metric(config)
+  if config.eval_every_steps and jax.process_count() > 1:
+    raise ValueError('eval_every_steps scores on one host; on several, leave it 0 and score the '
+                     'checkpoints afterwards with python -m cgan_jax.evaluate.')
+  losses.get_loss(config.loss)
+  train_step.check_d_update(config.d_update)
   models.check_names(config)
 
 

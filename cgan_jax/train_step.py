@@ -72,6 +72,16 @@ def _example_keys(key, n_local: int):
   return jax.vmap(jax.random.fold_in, (None, 0))(key, first + jnp.arange(n_local))
 
 
+# config.d_update: D's real and fake terms in one optimiser step, or in two (the Keras tutorial).
+_D_PHASES = {'joint': (('real', 'fake'),), 'separate': (('real',), ('fake',))}
+
+
+def check_d_update(d_update: str):
+  """A one-line error for an unknown config.d_update."""
+  if d_update not in _D_PHASES:
+    raise ValueError(f"Unknown d_update {d_update!r}; choose one of {sorted(_D_PHASES)}.")
+
+
 def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
                     discriminator: nn.Module, g_tx, d_tx, num_classes):
   """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis.
@@ -80,9 +90,8 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
   """
   loss = losses.get_loss(config.loss)
   latent_dim = config.model.latent_dim
-  d_phases = {'joint': (('real', 'fake'),), 'separate': (('real',), ('fake',))}
-  if config.d_update not in d_phases:
-    raise ValueError(f"Unknown d_update {config.d_update!r}; choose 'joint' or 'separate'.")
+  check_d_update(config.d_update)
+  phases = _D_PHASES[config.d_update]
 
   def generate(g_params, key, n):
     """n generated images with random labels, plus D's dropout keys for them."""
@@ -108,7 +117,7 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
   def d_update(d_params, d_stats, d_opt_state, real_dropout, fakes, fake_labels, fake_dropout,
                images, labels, metrics):
     """One D update (one or two optimiser steps, per config.d_update)."""
-    for phase in d_phases[config.d_update]:
+    for phase in phases:
       def d_loss_fn(params, phase=phase):
         terms, stats = {}, d_stats
         # D on one example, for the penalties.
@@ -142,7 +151,7 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
       d_params = optax.apply_updates(d_params, updates)
       metrics.update(terms)
       # Norm of the averaged gradient, one per D phase ('d_grad_norm' or '_real'/'_fake').
-      suffix = '' if len(d_phases[config.d_update]) == 1 else '_' + phase[0]
+      suffix = '' if len(phases) == 1 else '_' + phase[0]
       metrics['d_grad_norm' + suffix] = optax.tree.norm(grads)
     return d_params, d_stats, d_opt_state
 

@@ -263,3 +263,10 @@ def test_several_attributes_each_change_the_output(tiny_config):
       if norm == 'none':  # CBN starts label-independent (gain 1, bias 0).
         assert float(jnp.abs(generator.apply(g_vars, z, other, train=False) - images).max()) > 0
       assert float(jnp.abs(discriminator.apply(d_vars, images, other, train=False) - logits).max()) > 0
+
+
+def test_batch_norm_statistics_in_float32_for_bfloat16():
+  x = (100.0 + jax.random.normal(jax.random.PRNGKey(0), (16, 4, 4, 8))).astype(jnp.bfloat16)
+  norm = conditioning.BatchNorm()
+  y = norm.apply(norm.init(jax.random.PRNGKey(1), x), x).astype(jnp.float32)
+  np.testing.assert_allclose(y.std(axis=(0, 1, 2)), 1.0, atol=0.05)  # Failed with bf16 sums.

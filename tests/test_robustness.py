@@ -378,6 +378,8 @@ def test_runs_from_any_directory_into_runs_config_name(tmp_path):
     ('g_b2', 1.0, 'config.g_b2=1.0 must be in [0, 1).'),
     ('d_learning_rate', -1e-4, 'config.d_learning_rate=-0.0001 must be at least 0.'),
     ('model.g_conditioning', 'nope', "Unknown model.g_conditioning 'nope'"),
+    ('loss', 'hinj', "Unknown loss 'hinj'"),  # Was found after the dataset was prepared.
+    ('d_update', 'both', "Unknown d_update 'both'; choose one of ['joint', 'separate']."),
     ('eval_every_steps', 5, 'eval_every_steps needs --config.eval_classifier_dir'),
     ('model.freeze_embed', True, 'model.freeze_embed keeps the tables read from '
      'model.embed_init_file fixed; set that file too'),  # It froze nothing.
@@ -390,3 +392,12 @@ def test_out_of_range_config_value_is_one_line_and_writes_nothing(tmp_path, fiel
   with pytest.raises(ValueError, match='^' + re.escape(message)):
     train.train_and_evaluate(config, str(workdir))
   assert not workdir.exists()
+
+
+def test_periodic_eval_on_several_hosts_is_refused(tmp_path, monkeypatch):
+  """Each host reads only its share of the judge's real images: the scores would be wrong."""
+  config = make_tiny_config()
+  config.eval_every_steps, config.eval_classifier_dir = 2, str(tmp_path / 'judge')
+  monkeypatch.setattr(train.jax, 'process_count', lambda: 2)
+  with pytest.raises(ValueError, match=r'^eval_every_steps scores on one host; on several, leave '):
+    train.check_config(config)
