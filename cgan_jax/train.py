@@ -171,6 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     step, step_last, t_start = start_step, start_step, time.time()
     t_last = None  # Set once the first dispatch returns: rates and ETAs leave the compile out.
     unchecked = []  # (first step, metrics) of the chunks whose non-finite flags were not read.
+    interval = ({}, 0)  # On-device sums of the metrics since the last log line, and their steps.
     while step < config.num_train_steps:
       boundary = _next_boundary(step, config)
       k = min(config.steps_per_loop, boundary - step)
@@ -181,6 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         t_last = time.time()
         logging.info('Compiled the train step in %.1f s.', t_last - t_start)
       unchecked.append((step, metrics))
+      interval = (_add_metrics(interval[0], metrics, k), interval[1] + k)
       step += k
       done = step >= config.num_train_steps
       preempted = bool(stop_signals) or manager.reached_preemption(step)
@@ -207,6 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                                  replicated))
         step = int(state.step)
         batches = batches_from(step)
+        interval = ({}, 0)
         print(f'Warning: {message}; restored step {step} and going on with other noise '
               f'(retry {restores} of {_MAX_RESTORES}).', flush=True)
         continue
@@ -214,8 +217,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         continue
 
       if done or _due(step, config.log_every_steps):
-        metrics, now = jax.device_get(metrics), time.time()
-        _log(step, metrics, (step - step_last) / (now - t_last), config, writer, is_chief)
+        sums, now = jax.device_get(interval[0]), time.time()
+        means = {name: total / interval[1] for name, total in sums.items()}
+        _log(step, means, (step - step_last) / (now - t_last), config, writer, is_chief)
+        interval = ({}, 0)
         t_last, step_last = now, step
       if is_chief and (done or _due(step, config.sample_every_steps)):
         _write_samples(workdir, step, _sample_grid(generator, state, config, info), writer)
@@ -251,6 +256,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   return state
 
 
+def _add_metrics(sums: dict, metrics: dict, num_steps: int) -> dict:
+  """`sums` plus a chunk's mean metrics (its non-finite flags aside) times its `num_steps`, on
+  the device: a log line shows the means since the previous one, not the last chunk's."""
+  metrics = {name: value for name, value in metrics.items() if not name.startswith('nonfinite')}
+  return _weighted_add(sums, metrics, num_steps)
+
+
+_weighted_add = jax.jit(lambda sums, metrics, n: {
+    name: sums.get(name, 0.0) + n * value for name, value in metrics.items()})
+
+
 def _first_dropped(chunks: list):
   """The first of `chunks`, (first step, metrics) pairs, whose update was dropped (non-finite),
   or None; waits for them to finish."""
@@ -269,7 +285,7 @@ def _nonfinite_report(metrics: dict, step: int):
 def _log(step: int, metrics: dict, steps_per_sec: float, config: ml_collections.ConfigDict,
          writer, is_chief: bool):
   """One progress line (from process 0 only, for the whole run) and the scalars' events."""
-  metrics = {k: v for k, v in metrics.items() if not k.startswith('nonfinite')}
+  metrics = dict(metrics)
   metrics['steps_per_sec'] = steps_per_sec
   metrics['images_per_sec'] = steps_per_sec * config.batch_size
   eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)

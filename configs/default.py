@@ -60,7 +60,7 @@ def get_config():
   config.num_train_steps = 2000  # Total training steps.
   config.reuse_host_memory = False  # CPU only: glibc keeps freed memory in one arena (host_memory.py); for big steps.
   config.steps_per_loop = 10  # Steps per dispatch (one lax.scan; on CPU one call each); logging granularity.
-  config.log_every_steps = 100  # Print and log losses every this many steps (0: at the end only).
+  config.log_every_steps = 100  # Print and log the losses' means over this many steps (0: at the end).
   config.sample_every_steps = 500  # Write a per-class sample grid PNG every this many steps (0: at the end only).
   config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps and at the end (0: at the end only).
   config.keep_checkpoints = 3  # Newest checkpoints kept on disk.

@@ -185,3 +185,19 @@ def test_readme_training_loop_snippet():
   exec(snippet.replace(', 30):', ', 2):'), scope)  # pylint: disable=exec-used
   assert int(scope['state'].step) == 20
   assert all(np.isfinite(float(v)) for v in jax.device_get(scope['metrics']).values())
+
+
+def test_logged_metrics_are_means_over_the_interval(tiny_config, tmp_path, monkeypatch):
+  logged = {}
+  monkeypatch.setattr(train, '_log', lambda step, metrics, *_: logged.update({step: metrics}))
+  tiny_config.steps_per_loop, tiny_config.num_train_steps = 1, 4
+  tiny_config.log_every_steps = 1
+  train.train_and_evaluate(tiny_config, str(tmp_path / 'every_step'))
+  per_step = dict(logged)
+  logged.clear()
+  tiny_config.log_every_steps = 4
+  train.train_and_evaluate(tiny_config, str(tmp_path / 'every_4'))
+  assert sorted(per_step) == [1, 2, 3, 4] and sorted(logged) == [4]
+  for name in ('d_loss', 'g_loss', 'd_acc_real'):
+    mean = np.mean([per_step[s][name] for s in range(1, 5)])
+    np.testing.assert_allclose(logged[4][name], mean, rtol=1e-5, err_msg=name)
