@@ -123,11 +123,22 @@ def check_labels(labels, num_classes) -> np.ndarray:
 
 def generate_batched(generator, params, z, labels, *, batch_size: int = 500,
                      progress: bool = False) -> np.ndarray:
-  """`generate` in chunks (bounded memory) as uint8, with an optional progress bar."""
+  """`generate` in chunks (bounded memory) as uint8, with an optional progress bar.
+
+  A G with batch norm normalises each chunk by the chunk's statistics: its last chunk is filled
+  up to `batch_size` with images of every class from fixed noise, so that a few images (or one)
+  are not normalised by their own statistics alone.
+  """
+  labels, n = check_labels(labels, generator.num_classes), len(labels)
+  if generator.norm != 'none' and n % batch_size:
+    fill = batch_size - n % batch_size
+    every_class = input_pipeline.default_labels(generator.num_classes)
+    z = np.concatenate([z, noise(0, fill, np.shape(z)[1])])
+    labels = np.concatenate([labels, np.resize(every_class, (fill, *every_class.shape[1:]))])
   starts = range(0, len(labels), batch_size)
   chunks = [to_uint8(generate(generator, params, z[i:i + batch_size], labels[i:i + batch_size]))
             for i in tqdm.tqdm(starts, desc='sampling', unit='batch', disable=not progress)]
-  return np.concatenate(chunks)
+  return np.concatenate(chunks)[:n]
 
 
 def class_samples(generator, params, labels: Sequence[int], num_per_class: int, seed: int,

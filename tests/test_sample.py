@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from cgan_jax import checkpoint
+from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import train
 from tests.conftest import REPO
@@ -103,3 +105,15 @@ def test_generate_checks_its_input(trained_workdir, z_shape, labels, message):
   generator = sample.build_generator(config, dataset)
   with pytest.raises(ValueError, match=message):
     sample.generate(generator, params, np.zeros(z_shape, np.float32), labels)
+
+
+def test_batch_norm_generator_does_not_normalise_a_few_images_alone(tiny_config):
+  tiny_config.model.g_conditioning, tiny_config.model.g_norm = 'none', 'cbn'
+  generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+  z = np.asarray(sample.noise(3, 3, tiny_config.model.latent_dim))
+  params = generator.init(jax.random.PRNGKey(0), z, np.arange(3), train=False)['params']
+  one = sample.generate_batched(generator, params, z[:1], [3], batch_size=64)
+  three = sample.generate_batched(generator, params, z, [3, 5, 7], batch_size=64)
+  alone = sample.to_uint8(sample.generate(generator, params, z[:1], [3]))
+  assert np.abs(one[0].astype(int) - three[0]).max() <= 4  # Statistics of 64 images, 61 shared.
+  assert np.abs(one[0].astype(int) - alone[0]).max() > 20  # Normalised by its own statistics.
