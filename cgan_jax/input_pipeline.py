@@ -442,8 +442,7 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
       0 < source.num_examples(split) * np.prod(source.native_shape) < _CACHE_BYTES):
     ds = ds.cache()
   if train:
-    ds = ds.repeat().shuffle(config.shuffle_buffer, seed=seed)
-    ds = ds.skip(start_batch * local_batch_size)
+    ds = _shuffled_epochs(ds, config.shuffle_buffer, seed, skip=start_batch * local_batch_size)
 
   counts = tf.constant(attribute_counts(info.num_classes), tf.int32)
 
@@ -471,6 +470,21 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
   options.experimental_optimization.map_parallelization = True
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
   return ds, info
+
+
+def _shuffled_epochs(ds: tf.data.Dataset, buffer_size: int, seed: int, skip: int):
+  """`ds` repeated, each epoch shuffled with a seed of its own, from example `skip` on.
+
+  A resumed run starts at its epoch: the epochs before it are not read (nor decoded) again,
+  only the examples of that epoch before `skip` are.
+  """
+  size = int(ds.cardinality())
+  if size <= 0:  # Size unknown: one shuffle over the repeated stream, read up to `skip`.
+    return ds.repeat().shuffle(buffer_size, seed=seed).skip(skip)
+  first_epoch, offset = divmod(skip, size)
+  epochs = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+  return epochs.flat_map(
+      lambda epoch: ds.shuffle(buffer_size, seed=seed * 1_000_003 + epoch)).skip(offset)
 
 
 def numpy_batches(ds: tf.data.Dataset, config: ml_collections.ConfigDict):

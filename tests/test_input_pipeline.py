@@ -158,6 +158,12 @@ def test_digits_is_deterministic_and_resumable(tiny_config):
   np.testing.assert_array_equal(again['image'], batches[0]['image'])
   resumed, _ = _first_batch(tiny_config, start_batch=2)
   np.testing.assert_array_equal(resumed['image'], batches[2]['image'])
+  # Past the first epochs (187.5 batches each), which a resumed run does not read again.
+  batches += [next(stream) for _ in range(3, 400)]
+  for start in (187, 190, 399):
+    resumed, _ = _first_batch(tiny_config, start_batch=start)
+    np.testing.assert_array_equal(resumed['image'], batches[start]['image'])
+  assert not np.array_equal(batches[375]['label'], batches[0]['label'])  # Reshuffled per epoch.
   other, _ = _first_batch(tiny_config, seed=1)
   assert not np.array_equal(other['image'], batches[0]['image'])
 
