@@ -83,34 +83,21 @@ def _model_flops(config, info, state, batch, mesh) -> float:
   return _flops(train_step.make_sharded_step(step_fn, mesh).lower(state, batch))
 
 
-def _dataset_info(config) -> input_pipeline.DatasetInfo:
-  """Classes and image shape without reading (or downloading) any images."""
-  if config.dataset == 'digits' or config.dataset.startswith(input_pipeline.FOLDER_PREFIX):
-    return input_pipeline.get_info(config)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir)
-  image_key, label_key = builder.info.supervised_keys or ('image', 'label')
-  height, width, channels = builder.info.features[image_key].shape
-  if config.image_size:
-    height = width = config.image_size
-  if height is None or width is None:
-    raise ValueError(f'Dataset {config.dataset!r} has images of varying size; set --config.image_size.')
-  labels = [builder.info.features[k] for k in input_pipeline.label_keys(config) or (label_key,)]
-  counts, names = tuple(f.num_classes for f in labels), tuple(tuple(f.names) for f in labels)
-  return input_pipeline.DatasetInfo(
-      num_classes=counts[0] if len(labels) == 1 else counts,
-      image_shape=(height, width, config.num_channels or channels), num_examples=0,
-      class_names=names[0] if len(labels) == 1 else names)
-
-
 def _synthetic_batches(config, info, steps: int, mesh):
   """[steps, global_batch, ...] uniform images in [-1, 1] and random labels, on the mesh."""
   rng = np.random.default_rng(config.seed)
   local = sharding.local_batch_size(config.batch_size, mesh)
   batches = {
       'image': rng.uniform(-1, 1, (steps, local, *info.image_shape)).astype(np.float32),
-      'label': rng.integers(0, info.num_classes, (steps, local)).astype(np.int32)}
+      'label': _random_labels(rng, info.num_classes, (steps, local))}
   return sharding.to_global(batches, mesh)
+
+
+def _random_labels(rng, num_classes, shape) -> np.ndarray:
+  """Uniform labels of `shape`, with one value per attribute when there are several."""
+  counts = input_pipeline.attribute_counts(num_classes)
+  labels = rng.integers(0, counts, (*shape, len(counts)))
+  return (labels if len(counts) > 1 else labels[..., 0]).astype(np.int32)
 
 
 class KerasProcess:
@@ -151,7 +138,7 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   steps = steps or config.steps_per_loop
   mesh = sharding.make_mesh()
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
-  info = _dataset_info(config)
+  info = input_pipeline.get_info(config, prepare=False)
   _, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
   state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
   train_loop = train_step.make_train_loop(step_fn, mesh)
@@ -244,7 +231,7 @@ def main(argv):
       print(json.dumps(time_input_pipeline(config, FLAGS.input_pipeline)), flush=True)
       return
     if FLAGS.keras:
-      info = _dataset_info(config)
+      info = input_pipeline.get_info(config, prepare=False)
       keras = KerasProcess(dict(
           batch_size=config.batch_size, g_batch_size=config.g_batch_size or config.batch_size,
           image_shape=list(info.image_shape), num_classes=info.num_classes,

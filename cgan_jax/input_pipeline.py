@@ -77,7 +77,7 @@ def label_keys(config) -> tuple:
 class _Source:
   """An unbatched dataset of {'image': uint8 HWC, 'label': int} with its metadata."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, prepare: bool = True):
     self.config = config
     name = config.dataset
     keys = label_keys(config)
@@ -89,7 +89,7 @@ class _Source:
     elif name.startswith(FOLDER_PREFIX):
       self._init_folder(name[len(FOLDER_PREFIX):])
     else:
-      self._init_tfds(name)
+      self._init_tfds(name, prepare)
 
   # scikit-learn's bundled 8x8 digits: the embedded default, no download needed.
   def _init_digits(self):
@@ -161,7 +161,7 @@ class _Source:
                   num_parallel_calls=tf.data.AUTOTUNE)
 
   # Any TFDS image-classification dataset.
-  def _init_tfds(self, name):
+  def _init_tfds(self, name, prepare):
     try:
       builder = tfds.builder(name, data_dir=self.config.data_dir)
     except Exception as e:  # pylint: disable=broad-except
@@ -187,19 +187,8 @@ class _Source:
     if image_key not in images:
       raise ValueError(f'Dataset {name!r} has no image feature {image_key!r} (it has {images}); '
                        'a conditional GAN of images needs one.')
-    # tfds.testing.mock_data stubs the download: then nothing is fetched and nothing to check.
-    stubbed = type(builder).download_and_prepare.__module__.startswith('tensorflow_datasets.testing')
-    if not (stubbed or builder.is_prepared()) and (hosts := _unresolvable_download_hosts(builder)):
-      # TFDS would retry each download with backoff for minutes before failing.
-      raise RuntimeError(
-          f'TFDS dataset {name!r} is not prepared in {builder.data_dir} '
-          f'and no download host resolves ({", ".join(hosts)}: offline?); {_TFDS_REMEDY}')
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # pylint: disable=broad-except
-      raise RuntimeError(
-          f'Could not download or prepare TFDS dataset {name!r} ({type(e).__name__}: '
-          f'{str(e).splitlines()[0][:200] if str(e) else ""}); {_TFDS_REMEDY}') from None
+    if prepare:
+      _prepare(builder, name)
     self._builder, self._keys = builder, (image_key, keys)
     counts = tuple(features[k].num_classes for k in keys)
     names = tuple(tuple(features[k].names) for k in keys)
@@ -257,6 +246,23 @@ class _Source:
       raise ValueError(f'Dataset {self.config.dataset!r} has no images in split {split!r}; '
                        f'add some{remedy}.')
     return self._read(split, seed)
+
+
+def _prepare(builder, name: str):
+  """builder.download_and_prepare(), failing in one line (at once when offline)."""
+  # tfds.testing.mock_data stubs the download: then nothing is fetched and nothing to check.
+  stubbed = type(builder).download_and_prepare.__module__.startswith('tensorflow_datasets.testing')
+  if not (stubbed or builder.is_prepared()) and (hosts := _unresolvable_download_hosts(builder)):
+    # TFDS would retry each download with backoff for minutes before failing.
+    raise RuntimeError(
+        f'TFDS dataset {name!r} is not prepared in {builder.data_dir} '
+        f'and no download host resolves ({", ".join(hosts)}: offline?); {_TFDS_REMEDY}')
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(
+        f'Could not download or prepare TFDS dataset {name!r} ({type(e).__name__}: '
+        f'{str(e).splitlines()[0][:200] if str(e) else ""}); {_TFDS_REMEDY}') from None
 
 
 def _unresolvable_download_hosts(builder) -> list:
@@ -414,9 +420,10 @@ def _target_shape(config, source):
   return (height, width, config.num_channels or channels)
 
 
-def get_info(config: ml_collections.ConfigDict) -> DatasetInfo:
-  """Metadata of `config.dataset` (classes, image shape) without reading the images."""
-  return _info(config, _Source(config))
+def get_info(config: ml_collections.ConfigDict, prepare: bool = True) -> DatasetInfo:
+  """Metadata of `config.dataset` (classes, image shape) without reading the images; without
+  `prepare`, a TFDS dataset is not downloaded either (its number of examples may then be 0)."""
+  return _info(config, _Source(config, prepare))
 
 
 def _info(config: ml_collections.ConfigDict, source: _Source) -> DatasetInfo:

@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from cgan_jax import benchmark
+from cgan_jax import input_pipeline
 from tests import conftest
 
 TINY_FLAGS = ['--config.model.g_width=8', '--config.model.d_width=8', '--config.model.latent_dim=8',
@@ -78,7 +81,10 @@ def test_several_attributes_are_benchmarked_as_configured():
   """config.labels picks the attributes (the model's embeddings), read without any download."""
   config = conftest.make_tiny_config()
   config.dataset, config.labels = 'smallnorb', 'label_category,label_lighting'
-  info = benchmark._dataset_info(config)  # pylint: disable=protected-access
+  info = input_pipeline.get_info(config, prepare=False)
   assert info.num_classes == (5, 6) and info.image_shape == (96, 96, 1)
+  labels = benchmark._random_labels(np.random.default_rng(0), info.num_classes, (3, 400))  # pylint: disable=protected-access
+  assert labels.shape == (3, 400, 2) and labels.dtype == np.int32
+  assert labels[..., 0].max() == 4 and labels[..., 1].max() == 5 and labels.min() == 0
   config.labels = ''
-  assert benchmark._dataset_info(config).num_classes == 5  # pylint: disable=protected-access
+  assert input_pipeline.get_info(config, prepare=False).num_classes == 5
