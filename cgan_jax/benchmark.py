@@ -225,24 +225,23 @@ def main(argv):
   if config.reuse_host_memory:
     host_memory.keep_freed_memory()
   keras = None
-  try:
-    train.check_config(config)
-    if FLAGS.input_pipeline:
-      print(json.dumps(time_input_pipeline(config, FLAGS.input_pipeline)), flush=True)
-      return
-    if FLAGS.keras:
-      info = input_pipeline.get_info(config, prepare=False)
-      keras = KerasProcess(dict(
-          batch_size=config.batch_size, g_batch_size=config.g_batch_size or config.batch_size,
-          image_shape=list(info.image_shape), num_classes=info.num_classes,
-          latent_dim=config.model.latent_dim))
-    result = run(config, steps=FLAGS.steps, windows=FLAGS.windows, matmul_size=FLAGS.matmul_size,
-                 keras_iteration=keras)
-  except (ValueError, RuntimeError, FileNotFoundError) as e:
-    raise SystemExit(f'Error: {e}') from None
-  finally:
-    if keras:
-      keras.close()
+  with cli.one_line_errors(ValueError, RuntimeError, FileNotFoundError):
+    try:
+      train.check_config(config)
+      if FLAGS.input_pipeline:
+        print(json.dumps(time_input_pipeline(config, FLAGS.input_pipeline)), flush=True)
+        return
+      if FLAGS.keras:
+        info = input_pipeline.get_info(config, prepare=False)
+        keras = KerasProcess(dict(
+            batch_size=config.batch_size, g_batch_size=config.g_batch_size or config.batch_size,
+            image_shape=list(info.image_shape), num_classes=info.num_classes,
+            latent_dim=config.model.latent_dim))
+      result = run(config, steps=FLAGS.steps, windows=FLAGS.windows,
+                   matmul_size=FLAGS.matmul_size, keras_iteration=keras)
+    finally:
+      if keras:
+        keras.close()
   print(json.dumps(result), flush=True)
 
 

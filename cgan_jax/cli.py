@@ -1,5 +1,6 @@
 """What the entry points share: a --config flag whose mistakes are one-line errors, and paths."""
 
+import contextlib
 import functools
 import logging as python_logging
 import os
@@ -7,6 +8,7 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from cgan_jax.input_pipeline import FOLDER_PREFIX
@@ -115,3 +117,18 @@ def check_ranges(config, minimums: dict, fractions=()):
   for name in fractions:
     if not 0 <= value(name) < 1:
       raise ValueError(f'config.{name}={value(name)} must be in [0, 1).')
+
+
+@contextlib.contextmanager
+def one_line_errors(*kinds):
+  """Ends the program with 'Error: ...' (exit code 1) for errors of `kinds`, the checks' one-line
+  messages; a JAX runtime error keeps its traceback, unless the device ran out of memory."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as e:
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise  # An XLA failure: its traceback is the report.
+    raise SystemExit(f'Error: out of memory ({str(e).splitlines()[0][:200]}); lower '
+                     '--config.batch_size or the model widths.') from None
+  except kinds as e:
+    raise SystemExit(f'Error: {e}') from None

@@ -81,10 +81,8 @@ def main(argv):
   logging.info('JAX process %d/%d, %d of %d devices local: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
-  try:
+  with cli.one_line_errors(ValueError, RuntimeError, PermissionError, FileNotFoundError):
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir or _default_workdir())
-  except (ValueError, RuntimeError, PermissionError, FileNotFoundError) as e:
-    raise SystemExit(f'Error: {e}') from None
 
 
 if __name__ == '__main__':

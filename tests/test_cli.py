@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 from absl import flags
+import jax
+import pytest
 from ml_collections import config_flags
 
 from cgan_jax import cli
@@ -51,3 +53,16 @@ def test_library_info_logs_are_dropped_own_and_warnings_kept():
   assert not cli.own_info_or_warning(record(orbax, logging.INFO))
   assert cli.own_info_or_warning(record(orbax, logging.WARNING))
   assert cli.own_info_or_warning(record(os.path.join(cli.PACKAGE_DIR, 'train.py'), logging.INFO))
+
+
+def test_one_line_errors_keep_xla_tracebacks():
+  with pytest.raises(SystemExit, match=r'^Error: bad value$'):
+    with cli.one_line_errors(ValueError):
+      raise ValueError('bad value')
+  with pytest.raises(SystemExit, match=r'^Error: out of memory \(RESOURCE_EXHAUSTED: Out of memory '
+                     r'while .*\); lower --config.batch_size or the model widths\.$'):
+    with cli.one_line_errors(RuntimeError):
+      raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory while allocating.\nmore')
+  with pytest.raises(jax.errors.JaxRuntimeError, match='INTERNAL'):  # A bug: its traceback stays.
+    with cli.one_line_errors(RuntimeError):
+      raise jax.errors.JaxRuntimeError('INTERNAL: something broke')
