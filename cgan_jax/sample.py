@@ -231,7 +231,7 @@ def class_folder(label, class_names: Sequence) -> str:
 
 
 def write_per_class(directory: str, images: np.ndarray, labels: np.ndarray,
-                    class_names: Sequence[str], *, progress: bool = False) -> int:
+                    class_names: Sequence[str], *, progress: bool = False):
   """Writes DIRECTORY/<class>/<index>.png (the ImageFolder layout other tools read)."""
   counts = {}
   for image, label in tqdm.tqdm(list(zip(images, labels)), desc='writing', unit='png',
@@ -241,7 +241,6 @@ def write_per_class(directory: str, images: np.ndarray, labels: np.ndarray,
       os.makedirs(folder, exist_ok=True)
     counts[folder] = counts.get(folder, -1) + 1
     write_image(os.path.join(folder, f'{counts[folder]:05d}.png'), image)
-  return len(images)
 
 
 def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class: int = 10,

@@ -163,9 +163,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                    config.eval_num_per_class, data_config=config)
     best_manager = evaluate.create_best_manager(workdir, config)
 
-  logging.info('Training %s on %s (%s, %s classes) over %d devices, steps %d..%d.',
-               config.model.name, config.dataset, info.image_shape, info.num_classes,
-               mesh.devices.size, start_step, config.num_train_steps)
+  logging.info('Training %s on %s (%s images of %s, %s classes) over %d devices, steps %d..%d.',
+               config.model.name, config.dataset, info.num_examples or 'unknown number of',
+               info.image_shape, info.num_classes, mesh.devices.size, start_step,
+               config.num_train_steps)
   with _stop_signals() as stop_signals:
     restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
     step, step_last, t_start = start_step, start_step, time.time()
