@@ -42,9 +42,12 @@ def check_writable(directory: str, flag: str = '--workdir'):
                           'choose a directory you can write to.') from None
 
 
-def create_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """A manager that keeps the newest `config.keep_checkpoints` and saves asynchronously."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
+def create_manager(workdir: str, config: ml_collections.ConfigDict,
+                   **options) -> ocp.CheckpointManager:
+  """A manager of a run's checkpoints (state, config, dataset) in WORKDIR/checkpoints that keeps
+  the newest `config.keep_checkpoints` and saves asynchronously; `options` override those."""
+  options = ocp.CheckpointManagerOptions(
+      **{'max_to_keep': config.keep_checkpoints, 'create': True, **options})
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=('state', 'config', 'dataset'))
 

@@ -51,7 +51,7 @@ def _manager(workdir: str, read_only: bool = False) -> ocp.CheckpointManager:
   options = (checkpoint.read_only_options() if read_only else
              ocp.CheckpointManagerOptions(max_to_keep=1))
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options,
+      checkpoint.checkpoint_dir(workdir), options=options,
       item_handlers=checkpoint.item_handlers('params'))
 
 

@@ -132,11 +132,9 @@ def check_best_metric(config: ml_collections.ConfigDict) -> str:
 def create_best_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   """Keeps the one checkpoint best by `config.best_metric` in WORKDIR/best (a workdir of its own)."""
   metric = check_best_metric(config)
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, best_fn=lambda scores: scores[metric],
+  return checkpoint.create_manager(
+      os.path.join(workdir, 'best'), config, max_to_keep=1, best_fn=lambda scores: scores[metric],
       best_mode='min' if metric in LOWER_IS_BETTER else 'max')
-  return ocp.CheckpointManager(checkpoint.checkpoint_dir(os.path.join(workdir, 'best')),
-                               options=options, item_names=('state', 'config', 'dataset'))
 
 
 def format_table(result: dict) -> str:
