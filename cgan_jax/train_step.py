@@ -256,6 +256,8 @@ def _mean_metrics(metrics):
 
 def make_sharded_step(step_fn, mesh):
   """jit(shard_map) of one step: state replicated and donated, the batch sharded on `data`."""
+  # check_vma=False: the fast layers' custom VJPs give per-device weight gradients of replicated
+  # weights (pmean'd in the step), a type JAX's varying-axes check rejects.
   sharded = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                           out_specs=(P(), P()), check_vma=False)
   return jax.jit(sharded, donate_argnums=0)
