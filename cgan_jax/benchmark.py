@@ -140,7 +140,8 @@ def run(config: ml_collections.ConfigDict, *, steps: int = 0, windows: int = 5,
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
   info = input_pipeline.get_info(config, prepare=False)
   _, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
-  state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.seed))
+  state = train_step.initial_state(init_fn, jax.random.PRNGKey(config.seed), config,
+                                   sharding.replicated(mesh))
   train_loop = train_step.make_train_loop(step_fn, mesh)
   batches = _synthetic_batches(config, info, steps, mesh)
 

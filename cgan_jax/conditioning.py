@@ -1,7 +1,5 @@
 """How a label enters G and D: small modules chosen by name."""
 
-import contextlib
-import contextvars
 import os
 from typing import Any, Optional
 
@@ -52,63 +50,58 @@ def generator_uses_labels(m) -> bool:
   return m.g_conditioning != 'none' or m.g_norm == 'cbn'
 
 
-_EMBED_FILES_UNREAD = contextvars.ContextVar('embed_files_unread', default=False)
-
-
-@contextlib.contextmanager
-def embed_files_unread():
-  """Within it, initialising a model does not read model.embed_init_file: for the shapes of a
-  state that a checkpoint then fills (the table is in the checkpoint; its file may be gone)."""
-  token = _EMBED_FILES_UNREAD.set(True)
+def read_table(path: str, shape) -> np.ndarray:
+  """The embedding table in the .npy file `path`, checked to have `shape`."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'model.embed_init_file {path} does not exist; give a .npy file '
+                            f'of shape {tuple(shape)} (classes x embedding size) or unset it.')
   try:
-    yield
-  finally:
-    _EMBED_FILES_UNREAD.reset(token)
+    table = np.load(path, allow_pickle=False)
+  except (ValueError, OSError):  # numpy's message for a text file speaks of pickles.
+    raise ValueError(f'model.embed_init_file {path} is not a .npy file; write the table with '
+                     'numpy.save.') from None
+  if not isinstance(table, np.ndarray) or not np.issubdtype(table.dtype, np.number):
+    raise ValueError(f'model.embed_init_file {path} does not hold one numeric array; write the '
+                     'table alone with numpy.save.')
+  if table.shape != tuple(shape):
+    raise ValueError(f'model.embed_init_file {path} has shape {table.shape}, this embedding '
+                     f'needs {tuple(shape)} (classes x embedding size); set model.embed_dim '
+                     f'or use a matching file.')
+  return table
 
 
-def embed_init(path: str):
-  """An initialiser that loads an embedding table from a .npy file, checking its shape."""
-  def init(key, shape, dtype=jnp.float32):
-    del key
-    if not os.path.exists(path):
-      raise FileNotFoundError(f'model.embed_init_file {path} does not exist; give a .npy file '
-                              f'of shape {tuple(shape)} (classes x embedding size) or unset it.')
-    try:
-      table = np.load(path, allow_pickle=False)
-    except (ValueError, OSError):  # numpy's message for a text file speaks of pickles.
-      raise ValueError(f'model.embed_init_file {path} is not a .npy file; write the table with '
-                       'numpy.save.') from None
-    if not isinstance(table, np.ndarray) or not np.issubdtype(table.dtype, np.number):
-      raise ValueError(f'model.embed_init_file {path} does not hold one numeric array; write the '
-                       'table alone with numpy.save.')
-    if table.shape != tuple(shape):
-      raise ValueError(f'model.embed_init_file {path} has shape {table.shape}, this embedding '
-                       f'needs {tuple(shape)} (classes x embedding size); set model.embed_dim '
-                       f'or use a matching file.')
-    return jnp.asarray(table, dtype)
-  return init
+def load_pretrained_tables(params, path: str):
+  """`params` (a model's, on any sharding) with every table named 'pretrained' read from `path`.
+
+  Done once on a fresh start, outside jit: initialising stays pure, and a resumed or sampled run
+  takes its table from the checkpoint (the file may be gone by then).
+  """
+  def load(key_path, leaf):
+    if not any(getattr(k, 'key', None) == 'pretrained' for k in key_path):
+      return leaf
+    table = read_table(path, leaf.shape).astype(leaf.dtype)
+    return jax.device_put(table, getattr(leaf, 'sharding', None))  # None: a host array's.
+  return jax.tree_util.tree_map_with_path(load, params)
 
 
 class LabelEmbed(nn.Module):
   """Embedding of the label (of each attribute, summed, when labels are (B, A)).
 
-  A table loaded from `init_file` is named 'pretrained' so that it can be frozen by name.
+  A `pretrained` table (model.embed_init_file's, loaded by `load_pretrained_tables`) is named
+  'pretrained' so that it can be found and frozen by name.
   """
   num_classes: Any  # int, or a tuple with one class count per attribute.
   features: int
-  init_file: Optional[str] = None
+  pretrained: bool = False
   default_init: Any = nn.linear.default_embed_init
 
   @nn.compact
   def __call__(self, labels):
     if not isinstance(self.num_classes, (tuple, list)):
-      # The file is read only to initialise; applying the model (sampling, a train step, Flax's
-      # shape check of existing parameters) uses the table it is given.
-      read = self.init_file and self.is_initializing() and not _EMBED_FILES_UNREAD.get()
-      init = embed_init(self.init_file) if read else self.default_init
-      name = 'pretrained' if self.init_file else 'embed'
-      return nn.Embed(self.num_classes, self.features, embedding_init=init, name=name)(labels)
-    if self.init_file:
+      name = 'pretrained' if self.pretrained else 'embed'
+      return nn.Embed(self.num_classes, self.features, embedding_init=self.default_init,
+                      name=name)(labels)
+    if self.pretrained:
       raise ValueError('model.embed_init_file holds one table; it cannot initialise the '
                        f'{len(self.num_classes)} attributes of config.labels; unset one of them.')
     # One table per attribute; the sum keeps the size fixed whatever the number of attributes.
@@ -122,24 +115,25 @@ class LabelMap(nn.Module):
   embed_dim: int
   height: int
   width: int
-  init_file: Optional[str] = None
+  pretrained: bool = False
 
   @nn.compact
   def __call__(self, labels):
-    e = LabelEmbed(self.num_classes, self.embed_dim, self.init_file, name='label')(labels)
+    e = LabelEmbed(self.num_classes, self.embed_dim, self.pretrained, name='label')(labels)
     m = nn.Dense(self.height * self.width, name='dense')(e)
     return m.reshape(labels.shape[0], self.height, self.width, 1)
 
 
-def concat_label_map(x, labels, *, num_classes, embed_dim, init_file=None, name='label_map'):
+def concat_label_map(x, labels, *, num_classes, embed_dim, pretrained=False, name='label_map'):
   """Concatenates a learned per-label feature map to NHWC features `x`."""
-  m = LabelMap(num_classes, embed_dim, x.shape[1], x.shape[2], init_file, name=name)(labels)
+  m = LabelMap(num_classes, embed_dim, x.shape[1], x.shape[2], pretrained, name=name)(labels)
   return jnp.concatenate([x, m.astype(x.dtype)], axis=-1)
 
 
-def concat_embedding_map(x, labels, *, num_classes, embed_dim, init_file=None, name='label_concat'):
+def concat_embedding_map(x, labels, *, num_classes, embed_dim, pretrained=False,
+                         name='label_concat'):
   """Concatenates Embed(label), broadcast over H x W, to NHWC features `x`."""
-  e = LabelEmbed(num_classes, embed_dim, init_file, name=name)(labels).astype(x.dtype)
+  e = LabelEmbed(num_classes, embed_dim, pretrained, name=name)(labels).astype(x.dtype)
   return jnp.concatenate([x, jnp.broadcast_to(e[:, None, None], (*x.shape[:3], embed_dim))], -1)
 
 
@@ -149,12 +143,12 @@ def multiply_map(x, labels, *, num_classes, name='label_multiply'):
   return x * e.reshape(x.shape).astype(x.dtype)
 
 
-def condition_latent(z, labels, *, style, num_classes, embed_dim, init_file=None):
+def condition_latent(z, labels, *, style, num_classes, embed_dim, pretrained=False):
   """G's input: z itself, z * Embed(y) ('multiply') or [z, Embed(y)] ('concat')."""
   if style == 'multiply':
     return z * LabelEmbed(num_classes, z.shape[-1], name='label_multiply')(labels)
   if style == 'concat':
-    e = LabelEmbed(num_classes, embed_dim, init_file, name='label_concat')(labels)
+    e = LabelEmbed(num_classes, embed_dim, pretrained, name='label_concat')(labels)
     return jnp.concatenate([z, e.astype(z.dtype)], axis=-1)
   return z
 

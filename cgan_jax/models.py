@@ -1,6 +1,6 @@
 """Conditional generators and discriminators (Flax linen), chosen by name."""
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -45,7 +45,7 @@ class DCGANGenerator(nn.Module):
   conditioning: str = 'channel'
   condition_at: int = 0  # 'channel': after this many upsamplings (0 = on the base map).
   norm: str = 'none'  # After each upsampling: 'none', 'batch' or 'cbn' (conditional).
-  embed_init_file: Optional[str] = None
+  pretrained_embed: bool = False  # Tables named 'pretrained' (model.embed_init_file's).
   dtype: Any = jnp.float32
   layer_impl: str = 'auto'  # The layers' impl: 'auto' (fast per platform) or 'conv' (XLA's).
 
@@ -55,14 +55,14 @@ class DCGANGenerator(nn.Module):
     base_h, base_w = height // 2**self.num_upsamples, width // 2**self.num_upsamples
     z = conditioning.condition_latent(z, labels, style=self.conditioning,
                                       num_classes=self.num_classes, embed_dim=self.embed_dim,
-                                      init_file=self.embed_init_file)
+                                      pretrained=self.pretrained_embed)
     x = nn.Dense(self.width * base_h * base_w, dtype=self.dtype, name='project')(z)
     x = leaky_relu(x).reshape(z.shape[0], base_h, base_w, self.width)
     for i in range(self.num_upsamples + 1):
       if self.conditioning == 'channel' and i == self.condition_at:
         x = conditioning.concat_label_map(
             x, labels, num_classes=self.num_classes, embed_dim=self.embed_dim,
-            init_file=self.embed_init_file)
+            pretrained=self.pretrained_embed)
       if i == self.num_upsamples:
         break
       x = layers.ConvTransposeSubpixel(self.width, 4, 2, dtype=self.dtype,
@@ -91,7 +91,7 @@ class DCGANDiscriminator(nn.Module):
   conditioning: str = 'channel'
   condition_at: int = 0  # 'channel'/'concat'/'multiply': after this many downsamplings.
   spectral_norm: bool = False  # Every kernel divided by its top singular value (u in batch_stats).
-  embed_init_file: Optional[str] = None
+  pretrained_embed: bool = False  # Tables named 'pretrained' (model.embed_init_file's).
   dtype: Any = jnp.float32
   layer_impl: str = 'auto'  # The layers' impl: 'auto' (fast per platform) or 'conv' (XLA's).
 
@@ -130,7 +130,7 @@ class DCGANDiscriminator(nn.Module):
     return logit.astype(jnp.float32)
 
   def _condition(self, x, labels):
-    kw = dict(num_classes=self.num_classes, embed_dim=self.embed_dim, init_file=self.embed_init_file)
+    kw = dict(num_classes=self.num_classes, embed_dim=self.embed_dim, pretrained=self.pretrained_embed)
     if self.conditioning == 'channel':
       return conditioning.concat_label_map(x, labels, **kw)
     if self.conditioning == 'concat':
@@ -158,12 +158,12 @@ def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Seq
       num_classes=num_classes, image_shape=tuple(image_shape), latent_dim=m.latent_dim,
       embed_dim=m.embed_dim, width=m.g_width, num_upsamples=m.num_upsamples,
       out_kernel=m.g_out_kernel, conditioning=m.g_conditioning, condition_at=m.g_condition_at,
-      norm=m.g_norm, embed_init_file=m.embed_init_file, dtype=dtype, layer_impl=layer_impl)
+      norm=m.g_norm, pretrained_embed=bool(m.embed_init_file), dtype=dtype, layer_impl=layer_impl)
   discriminator = DCGANDiscriminator(
       num_classes=num_classes, embed_dim=m.embed_dim, width=m.d_width,
       num_downsamples=m.num_upsamples, dropout=m.d_dropout, conditioning=m.d_conditioning,
       condition_at=m.d_condition_at, spectral_norm=m.d_spectral_norm,
-      embed_init_file=m.embed_init_file, dtype=dtype, layer_impl=layer_impl)
+      pretrained_embed=bool(m.embed_init_file), dtype=dtype, layer_impl=layer_impl)
   return generator, discriminator
 
 

@@ -16,7 +16,6 @@ from jax.experimental import multihost_utils
 
 from cgan_jax import checkpoint
 from cgan_jax import cli
-from cgan_jax import conditioning
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
 from cgan_jax import losses
@@ -117,19 +116,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   replicated = sharding.replicated(mesh)
   rng = jax.random.PRNGKey(config.seed)
   manager = checkpoint.create_manager(workdir, config)
-  # Shapes only, for the restore: a model.embed_init_file may be gone, its table is in the
-  # checkpoint. Traced as a function of its own, since JAX reuses a function's trace and this
-  # one must not stand in for a fresh start's init_fn, which does read the file.
-  with conditioning.embed_files_unread():
-    shapes = jax.eval_shape(lambda key: init_fn(key), rng)  # pylint: disable=unnecessary-lambda
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                          shapes)
+                          jax.eval_shape(init_fn, rng))
 
   def resume():
     """The newest good checkpoint's state (damaged ones are set aside), else a fresh one."""
     state = checkpoint.restore_newest_good(manager, abstract, config, info)
     if state is None:
-      return jax.jit(init_fn, out_shardings=replicated)(rng)
+      return train_step.initial_state(init_fn, rng, config, replicated)
     return state
 
   def batches_from(start_step):

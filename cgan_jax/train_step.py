@@ -12,6 +12,7 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from cgan_jax import conditioning
 from cgan_jax import input_pipeline
 from cgan_jax import losses
 from cgan_jax import models
@@ -61,6 +62,16 @@ def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_t
       step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params, d_params=d_params,
       g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), ema_g_params=g_params,
       d_stats=d_variables.get('batch_stats', {}))
+
+
+def initial_state(init_fn, rng, config: ml_collections.ConfigDict, sharding) -> TrainState:
+  """A fresh run's state on `sharding`: `init_fn` jitted, then model.embed_init_file's tables."""
+  state = jax.jit(init_fn, out_shardings=sharding)(rng)
+  if not config.model.embed_init_file:
+    return state
+  load = functools.partial(conditioning.load_pretrained_tables, path=config.model.embed_init_file)
+  return state.replace(g_params=load(state.g_params), d_params=load(state.d_params),
+                       ema_g_params=load(state.ema_g_params))
 
 
 def _example_keys(key, n_local: int):
@@ -207,7 +218,7 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
 class Trainer(NamedTuple):
   """The pieces a run is built from, made for one config and dataset."""
   generator: nn.Module
-  init_fn: Callable  # rng -> the initial TrainState (pure: jit it, or eval_shape it).
+  init_fn: Callable  # rng -> a TrainState (pure, random tables: initial_state loads embed files).
   step_fn: Callable  # The per-device step (state, batch) -> (state, metrics).
 
 

@@ -25,7 +25,7 @@ def train_steps(config, devices, batches, scan=None):
   """(initial state, state after the batches, mean metrics) on a mesh of `devices`."""
   _, init, step = train_step.build(config, 10, (8, 8, 1))
   mesh = sharding.make_mesh(devices)
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  state = train_step.initial_state(init, jax.random.PRNGKey(0), config, sharding.replicated(mesh))
   initial = jax.device_get(state)
   loop = train_step.make_train_loop(step, mesh, scan=scan)
   state, metrics = loop(state, sharding.to_global(batches, mesh))
@@ -159,23 +159,18 @@ def test_embeddings_from_file_and_frozen(tiny_config, tmp_path):
     np.testing.assert_array_equal(params['pretrained']['embedding'], table)
   assert moved(initial.g_params['label_map']['dense'], state.g_params['label_map']['dense']) > 0
 
-  generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
-  z = jnp.ones((4, tiny_config.model.latent_dim))
+  # The file's checks, made when a fresh run loads it.
   np.save(path, table[:, :2])
   with pytest.raises(ValueError, match=r'has shape \(10, 2\).*needs \(10, 4\)'):
-    generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)
-  tiny_config.model.embed_init_file = str(tmp_path / 'missing.npy')
-  generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+    conditioning.load_pretrained_tables(initial.g_params, path)
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)
+    conditioning.load_pretrained_tables(initial.g_params, str(tmp_path / 'missing.npy'))
   (tmp_path / 'embed.txt').write_text('0.1 0.2\n')
   np.savez(tmp_path / 'embed.npz', table=table)
   for name, message in (('embed.txt', r'is not a \.npy file; write the table with numpy\.save'),
                         ('embed.npz', 'does not hold one numeric array')):
-    tiny_config.model.embed_init_file = str(tmp_path / name)
-    generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
     with pytest.raises(ValueError, match=message):
-      generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)
+      conditioning.load_pretrained_tables(initial.d_params, str(tmp_path / name))
 
 
 def test_run_from_an_embedding_file_outlives_the_file(tiny_config, tmp_path):
