@@ -1,5 +1,6 @@
 """How a label enters G and D: small modules chosen by name."""
 
+import functools
 import os
 from typing import Any, Optional
 
@@ -71,15 +72,17 @@ def read_table(path: str, shape) -> np.ndarray:
 
 
 def load_pretrained_tables(params, path: str):
-  """`params` (a model's, on any sharding) with every table named 'pretrained' read from `path`.
+  """`params` (any tree of a model's parameters, on any sharding) with every table named 'pretrained' read from `path`.
 
   Done once on a fresh start, outside jit: initialising stays pure, and a resumed or sampled run
   takes its table from the checkpoint (the file may be gone by then).
   """
+  read = functools.lru_cache(maxsize=None)(lambda shape: read_table(path, shape))  # Once a shape.
+
   def load(key_path, leaf):
     if not any(getattr(k, 'key', None) == 'pretrained' for k in key_path):
       return leaf
-    table = read_table(path, leaf.shape).astype(leaf.dtype)
+    table = read(tuple(leaf.shape)).astype(leaf.dtype)
     return jax.device_put(table, getattr(leaf, 'sharding', None))  # None: a host array's.
   return jax.tree_util.tree_map_with_path(load, params)
 

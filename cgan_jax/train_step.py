@@ -69,9 +69,9 @@ def initial_state(init_fn, rng, config: ml_collections.ConfigDict, sharding) -> 
   state = jax.jit(init_fn, out_shardings=sharding)(rng)
   if not config.model.embed_init_file:
     return state
-  load = functools.partial(conditioning.load_pretrained_tables, path=config.model.embed_init_file)
-  return state.replace(g_params=load(state.g_params), d_params=load(state.d_params),
-                       ema_g_params=load(state.ema_g_params))
+  g_params, d_params, ema_g_params = conditioning.load_pretrained_tables(
+      (state.g_params, state.d_params, state.ema_g_params), config.model.embed_init_file)
+  return state.replace(g_params=g_params, d_params=d_params, ema_g_params=ema_g_params)
 
 
 def _example_keys(key, n_local: int):
