@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from cgan_jax import input_pipeline
+from cgan_jax import labels
 
 # Config fields that change the parameters' structure or meaning: a checkpoint made with
 # other values cannot be resumed.
@@ -53,7 +53,7 @@ def create_manager(workdir: str, config: ml_collections.ConfigDict,
 
 
 def save(manager: ocp.CheckpointManager, state, config: ml_collections.ConfigDict,
-         info: input_pipeline.DatasetInfo, *, force: bool = False,
+         info: labels.DatasetInfo, *, force: bool = False,
          metrics: Optional[dict] = None) -> bool:
   """Saves `state` at its step, with the config and dataset metadata beside it.
 
@@ -75,7 +75,7 @@ def _restore_json(manager, step):
 
 
 def check_compatible(manager: ocp.CheckpointManager, step: int,
-                     config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
+                     config: ml_collections.ConfigDict, info: labels.DatasetInfo):
   """Raises a one-line error if the checkpoint at `step` was made by another model or data shape."""
   saved_config, saved_dataset = _restore_json(manager, step)
   where = os.path.join(manager.directory, str(step))
@@ -179,7 +179,7 @@ def unreadable_dir(directory: str) -> str:
 
 
 def restore_newest_good(manager: ocp.CheckpointManager, abstract_state,
-                        config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo):
+                        config: ml_collections.ConfigDict, info: labels.DatasetInfo):
   """The newest checkpoint's state that reads back complete and finite; None if there is none.
 
   Newer damaged checkpoints are moved to `unreadable_dir` (kept for inspection, and out of

@@ -11,7 +11,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from cgan_jax.input_pipeline import FOLDER_PREFIX
+from cgan_jax.image_folder import FOLDER_PREFIX
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 CONFIGS_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), 'configs')

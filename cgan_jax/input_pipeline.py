@@ -2,15 +2,13 @@
 
 import atexit
 import collections
-import dataclasses
 import functools
-import itertools
 import os
 import shutil
 import socket
 import tempfile
 import types
-from typing import Any, Optional
+from typing import Optional
 import urllib.parse
 import urllib.request
 
@@ -21,11 +19,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from cgan_jax.image_folder import FOLDER_PREFIX, IMAGE_EXTENSIONS
+# The label helpers live in labels.py (no TensorFlow); the names stay importable from here.
+from cgan_jax.labels import DatasetInfo, attribute_counts, label_keys  # pylint: disable=unused-import
+from cgan_jax.labels import default_labels, num_classes_from_json  # pylint: disable=unused-import
+
 # tf.data runs on the host: keep TensorFlow off the accelerators JAX uses.
 tf.config.set_visible_devices([], 'GPU')
 
-FOLDER_PREFIX = 'folder:'
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # What tfds.ImageFolder reads.
 _UNREAD_EXTENSIONS = ('.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')  # Reported.
 _HIDDEN_FOLDERS = ('.', '__MACOSX')  # Folder-name prefixes of Jupyter's and macOS's extras.
 _LABEL_OUT_OF_RANGE = 'label out of range:'  # Marks the input pipeline's label check.
@@ -33,45 +34,6 @@ _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in mem
 _TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
 _TFDS_REMEDY = ("point --config.data_dir at a prepared copy, or use --config.dataset='folder:PATH' "
                 'for local images.')
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the models need to know about the data."""
-  num_classes: Any  # int, or a tuple of class counts, one per attribute of config.labels.
-  image_shape: tuple  # (height, width, channels) after preprocessing.
-  num_examples: int  # In the training split, over all hosts; 0 if unknown.
-  class_names: tuple  # Names of the classes (a tuple of them per attribute with config.labels).
-
-
-def attribute_counts(num_classes) -> tuple:
-  """Class counts per attribute: (n,) for a single label."""
-  return tuple(num_classes) if isinstance(num_classes, (tuple, list)) else (int(num_classes),)
-
-
-def num_classes_from_json(value):
-  """A saved num_classes (an int, or a JSON list per attribute) as the models take it."""
-  return tuple(value) if isinstance(value, (tuple, list)) else value
-
-
-def default_labels(num_classes, max_combinations: int = 100) -> np.ndarray:
-  """Labels to draw when none are asked for: every class, or (N, A) combinations of attributes.
-
-  Every combination when there are at most `max_combinations`, else each attribute's values
-  in turn with the other attributes at 0.
-  """
-  if not isinstance(num_classes, (tuple, list)):
-    return np.arange(num_classes, dtype=np.int32)
-  if np.prod(num_classes) <= max_combinations:
-    return np.array(list(itertools.product(*map(range, num_classes))), np.int32)
-  rows = [[v if i == a else 0 for i in range(len(num_classes))]
-          for a, n in enumerate(num_classes) for v in range(n)]
-  return np.array(rows, np.int32)
-
-
-def label_keys(config) -> tuple:
-  """The class-label features of config.labels; () for the dataset's own label."""
-  return tuple(k.strip() for k in config.get('labels', '').split(',') if k.strip())
 
 
 class _Source:

@@ -26,7 +26,7 @@ import tqdm
 
 from cgan_jax import checkpoint
 from cgan_jax import cli
-from cgan_jax import input_pipeline
+from cgan_jax import labels as labels_lib
 from cgan_jax import models
 from cgan_jax import plots
 from cgan_jax import sample
@@ -163,8 +163,8 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
   g_key = 'ema_g_params' if use_ema else 'g_params'
   restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
   g_params, d_params = restored[g_key], restored['d_params']
-  num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
-  latent_dim, counts = config.model.latent_dim, input_pipeline.attribute_counts(num_classes)
+  num_classes = labels_lib.num_classes_from_json(dataset['num_classes'])
+  latent_dim, counts = config.model.latent_dim, labels_lib.attribute_counts(num_classes)
   # With several attributes the pictures sweep the first one (the others at 0).
   names = dataset.get('class_names') or []
   names = names if len(counts) == 1 else names[0] if names else []

@@ -23,13 +23,13 @@ import tqdm
 from cgan_jax import checkpoint
 from cgan_jax import cli
 from cgan_jax import conditioning
-from cgan_jax import input_pipeline
+from cgan_jax import labels as labels_lib
 from cgan_jax import models
 
 
 def build_generator(config: ml_collections.ConfigDict, dataset: dict):
   """The generator described by a run's saved config and dataset metadata."""
-  num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
+  num_classes = labels_lib.num_classes_from_json(dataset['num_classes'])
   return models.create_models(config, num_classes, tuple(dataset['image_shape']))[0]
 
 
@@ -106,7 +106,7 @@ def check_labels(labels, num_classes) -> np.ndarray:
                                             np.array_equal(values, np.round(values))):
     raise ValueError(f'Labels are class ids (integers), got {values.ravel()[:4].tolist()}.')
   labels = values.astype(np.int32)
-  counts = input_pipeline.attribute_counts(num_classes)
+  counts = labels_lib.attribute_counts(num_classes)
   given = labels.shape[1] if labels.ndim == 2 else 1
   if labels.ndim > 2 or given != len(counts) or (labels.ndim == 2) != (len(counts) > 1):
     raise ValueError(f'This model takes {len(counts)} label attribute(s) with {list(counts)} '
@@ -132,7 +132,7 @@ def generate_batched(generator, params, z, labels, *, batch_size: int = 500,
   labels, n = check_labels(labels, generator.num_classes), len(labels)
   if generator.norm != 'none' and n % batch_size:
     fill = batch_size - n % batch_size
-    every_class = input_pipeline.default_labels(generator.num_classes)
+    every_class = labels_lib.default_labels(generator.num_classes)
     z = np.concatenate([z, noise(0, fill, np.shape(z)[1])])
     labels = np.concatenate([labels, np.resize(every_class, (fill, *every_class.shape[1:]))])
   starts = range(0, len(labels), batch_size)
@@ -269,10 +269,10 @@ def sample_to_file(workdir: str, output: Optional[str] = None, *, num_per_class:
   if not conditioning.generator_uses_labels(config.model):
     logging.warning("This run's G is unconditional (model.g_conditioning='none'): its images do "
                     'not depend on the labels, so columns and class folders hold random samples.')
-  num_classes = input_pipeline.num_classes_from_json(dataset['num_classes'])
+  num_classes = labels_lib.num_classes_from_json(dataset['num_classes'])
   if isinstance(labels, str):
     labels = parse_labels(labels, dataset.get('class_names', ()))
-  labels = input_pipeline.default_labels(num_classes) if labels is None else labels
+  labels = labels_lib.default_labels(num_classes) if labels is None else labels
   latent_dim = config.model.latent_dim
   if interpolate_steps:
     x, y = interpolation(generator, params, labels, interpolate_steps, seed, latent_dim,

@@ -18,6 +18,7 @@ from cgan_jax import checkpoint
 from cgan_jax import cli
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
+from cgan_jax import labels as labels_lib
 from cgan_jax import losses
 from cgan_jax import models
 from cgan_jax import sample
@@ -321,11 +322,11 @@ def _evaluate(evaluator, generator, state: TrainState, config: ml_collections.Co
 
 
 def _sample_grid(generator, state: TrainState, config: ml_collections.ConfigDict,
-                 info: input_pipeline.DatasetInfo) -> np.ndarray:
+                 info: labels_lib.DatasetInfo) -> np.ndarray:
   """A grid with one column per class (or attribute combination) from the EMA generator, always
   from the same noise."""
   params = jax.device_get(state.ema_g_params)
-  labels = input_pipeline.default_labels(info.num_classes)
+  labels = labels_lib.default_labels(info.num_classes)
   x, _ = sample.class_samples(generator, params, labels, config.num_samples_per_class,
                               config.seed, config.model.latent_dim, info.num_classes)
   return sample.grid(x, num_columns=len(labels))

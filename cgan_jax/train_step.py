@@ -13,7 +13,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from cgan_jax import conditioning
-from cgan_jax import input_pipeline
+from cgan_jax import labels as labels_lib
 from cgan_jax import losses
 from cgan_jax import models
 from cgan_jax.sharding import DATA_AXIS
@@ -52,7 +52,7 @@ def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_t
   """Initialises parameters and optimiser states (pure: jit it, or eval_shape it)."""
   g_rng, d_rng, rng = jax.random.split(rng, 3)
   z = jnp.zeros((1, latent_dim), jnp.float32)
-  num_attributes = len(input_pipeline.attribute_counts(generator.num_classes))
+  num_attributes = len(labels_lib.attribute_counts(generator.num_classes))
   labels = jnp.zeros((1, num_attributes) if num_attributes > 1 else (1,), jnp.int32)
   images = jnp.zeros((1, *image_shape), jnp.float32)
   g_params = generator.init(g_rng, z, labels, train=False)['params']
@@ -112,7 +112,7 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
     return generator.apply({'params': g_params}, z, labels, train=True), labels, keys[:, 2]
 
   acgan = discriminator.conditioning == 'acgan'
-  counts = input_pipeline.attribute_counts(num_classes)
+  counts = labels_lib.attribute_counts(num_classes)
   # Generated labels: uniform over each attribute's classes, independently.
   label_shape, max_label = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
 
