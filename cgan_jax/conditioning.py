@@ -156,6 +156,16 @@ def condition_latent(z, labels, *, style, num_classes, embed_dim, pretrained=Fal
   return z
 
 
+def batch_normalize(x, axis_name: Optional[str] = None, epsilon: float = 1e-5):
+  """x normalised by the batch's per-channel mean and variance (averaged over `axis_name`)."""
+  x32 = x.astype(jnp.float32)  # E[x^2] - E[x]^2 in bf16 would lose most of the variance.
+  stats = jnp.stack([x32.mean(axis=(0, 1, 2)), (x32 * x32).mean(axis=(0, 1, 2))])
+  if axis_name is not None:
+    stats = jax.lax.pmean(stats, axis_name)
+  mean, var = stats[0], jnp.maximum(stats[1] - stats[0]**2, 0.0)
+  return (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + epsilon).astype(x.dtype)
+
+
 class BatchNorm(nn.Module):
   """Batch norm on the current batch's statistics, optionally with per-label gain and bias.
 
@@ -170,12 +180,7 @@ class BatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, labels=None):
-    x32 = x.astype(jnp.float32)  # E[x^2] - E[x]^2 in bf16 would lose most of the variance.
-    stats = jnp.stack([x32.mean(axis=(0, 1, 2)), (x32 * x32).mean(axis=(0, 1, 2))])
-    if self.axis_name is not None:
-      stats = jax.lax.pmean(stats, self.axis_name)
-    mean, var = stats[0], jnp.maximum(stats[1] - stats[0]**2, 0.0)
-    y = ((x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + self.epsilon).astype(x.dtype))
+    y = batch_normalize(x, self.axis_name, self.epsilon)
     c = x.shape[-1]
     if self.num_classes is None:
       gain = self.param('scale', nn.initializers.ones, (c,))
@@ -186,3 +191,66 @@ class BatchNorm(nn.Module):
       bias = LabelEmbed(self.num_classes, c, default_init=zeros, name='bias')(labels)
       gain, bias = gain[:, None, None], bias[:, None, None]
     return y * gain.astype(x.dtype) + bias.astype(x.dtype)
+
+
+class VectorBatchNorm(nn.Module):
+  """Batch norm whose gain and bias are linear in a condition vector (BigGAN's shared embedding)."""
+  axis_name: Optional[str] = None
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, condition):
+    y = batch_normalize(x, self.axis_name, self.epsilon)
+    c = x.shape[-1]
+    zeros = nn.initializers.zeros  # Starts as plain batch norm: gain 1, bias 0 for every class.
+    gain = 1.0 + nn.Dense(c, kernel_init=zeros, name='gain')(condition)
+    bias = nn.Dense(c, kernel_init=zeros, name='bias')(condition)
+    return y * gain[:, None, None].astype(x.dtype) + bias[:, None, None].astype(x.dtype)
+
+
+def condition_map(x, labels, style: str, *, num_classes, embed_dim, pretrained=False):
+  """D's label placed on feature map `x` by a map style ('channel', 'concat', 'multiply'), else x."""
+  kw = dict(num_classes=num_classes, embed_dim=embed_dim, pretrained=pretrained)
+  if style == 'channel':
+    return concat_label_map(x, labels, **kw)
+  if style == 'concat':
+    return concat_embedding_map(x, labels, **kw)
+  if style == 'multiply':
+    return multiply_map(x, labels, num_classes=num_classes)
+  return x
+
+
+def maybe_spectral_norm(layer, x, spectral_norm: bool, train: bool):
+  """`layer(x)`, spectrally normalised if asked; power iteration advances in training."""
+  if spectral_norm:
+    return nn.SpectralNorm(layer, name=layer.name + '_sn')(x, update_stats=train)
+  return layer(x)
+
+
+def per_example_dropout(x, rate: float, keys):
+  """nn.Dropout with each example's mask drawn from its own key (keys: one per example)."""
+  keep = jax.vmap(lambda key: jax.random.bernoulli(key, 1.0 - rate, x.shape[1:]))(keys)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def discriminator_head(module: nn.Module, x, labels, *, train: bool, dropout_keys=None):
+  """D's logit from pooled features `x`, built inside `module`: dropout, a linear logit, and the
+  projection term or the AC-GAN class head (sown as ('intermediates', 'class_logits')).
+
+  `module` has the fields dropout, conditioning, num_classes, spectral_norm and dtype.
+  """
+  if train and module.dropout > 0:
+    if dropout_keys is None:
+      dropout_keys = jax.random.split(module.make_rng('dropout'), x.shape[0])
+    x = per_example_dropout(x, module.dropout, dropout_keys)
+  wrap = functools.partial(maybe_spectral_norm, spectral_norm=module.spectral_norm, train=train)
+  logit = wrap(nn.Dense(1, dtype=module.dtype, name='logit'), x)[:, 0]
+  if module.conditioning == 'projection':
+    e = LabelEmbed(module.num_classes, x.shape[-1], name='projection')(labels)
+    logit = logit + jnp.sum(e.astype(x.dtype) * x, axis=-1)
+  if module.conditioning == 'acgan':
+    if isinstance(module.num_classes, (tuple, list)):
+      raise ValueError("d_conditioning='acgan' classifies one label; use one attribute.")
+    head = nn.Dense(module.num_classes, dtype=module.dtype, name='class_head')
+    module.sow('intermediates', 'class_logits', wrap(head, x).astype(jnp.float32))
+  return logit.astype(jnp.float32)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cgan_jax import conditioning
 from cgan_jax import models
 
 
@@ -92,7 +93,7 @@ def test_discriminator_dropout_is_per_example(tiny_config):
 
 def test_per_example_dropout_keeps_one_minus_rate_scaled():
   x = jnp.ones((3, 10_000))
-  out = models.per_example_dropout(x, 0.4, jax.random.split(jax.random.PRNGKey(0), 3))
+  out = conditioning.per_example_dropout(x, 0.4, jax.random.split(jax.random.PRNGKey(0), 3))
   kept = out != 0
   np.testing.assert_allclose(out[kept], 1 / 0.6, rtol=1e-6)
   np.testing.assert_allclose(kept.mean(axis=1), 0.6, atol=0.02)
