@@ -32,6 +32,7 @@ def get_config():
   config.model.g_condition_at = 0  # G 'channel': label map after this many upsamplings (0 = base map).
   config.model.d_condition_at = 0  # D 'channel'/'concat'/'multiply': after this many downsamplings (0 = image).
   config.model.g_norm = 'none'  # After G's upsamplings: 'none', 'batch' or 'cbn' (per-class gain/bias).
+  config.model.hierarchical_z = False  # 'resnet': a chunk of z joins each block's CBN input (BigGAN).
   config.model.d_spectral_norm = False  # Spectral normalisation of D's kernels (Miyato et al. 2018).
   config.model.embed_init_file = ml_collections.config_dict.placeholder(str)  # .npy (classes x embed_dim) table.
   config.model.freeze_embed = False  # Keep the tables loaded from embed_init_file fixed (no optimiser update).
@@ -51,6 +52,10 @@ def get_config():
   config.d_b1 = 0.5  # Adam beta1 of D.
   config.g_b2 = 0.999  # Adam beta2 of G.
   config.d_b2 = 0.999  # Adam beta2 of D.
+  config.augment = ''  # DiffAugment policy on everything D sees, e.g. 'translation,cutout' or 'color,translation,cutout'.
+  config.augment_probability = 1.0  # Chance each transform is applied to an image (ADA's p); the start value with ADA.
+  config.ada_target = 0.0  # ADA: adapt the probability toward E[sign D(real)] = this (0.6 in ADA); 0 = fixed.
+  config.ada_images = 100_000  # ADA: real images over which the probability can move by 1.
   config.ema_decay = 0.0  # EMA of G's weights for sampling (decay warmed up); 0 = raw weights.
 
   # Schedule.
