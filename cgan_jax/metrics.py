@@ -13,6 +13,7 @@ import numpy as np
 PRECISION_RECALL_K = 3  # Kynkaanniemi et al. 2019.
 DENSITY_COVERAGE_K = 5  # Naeem et al. 2020.
 _BLOCK = 256  # Rows of a distance block.
+BOOTSTRAP_CONFIDENCE = 0.95  # Share of the bootstrap values inside a reported interval.
 
 
 def conditional_accuracy(logits, labels, num_classes: int):
@@ -40,21 +41,39 @@ def _sqrtm_psd(matrix: np.ndarray) -> np.ndarray:
   return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def frechet_distance(features_a, features_b) -> float:
-  """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) in float64, unbiased covariances.
+def gaussian_stats(features):
+  """Mean and unbiased covariance (ddof=1) of (N, D) features, in float64."""
+  x = np.asarray(features, np.float64)
+  if x.ndim != 2 or len(x) < 2:
+    raise ValueError(f'Need (N, D) features with N >= 2, got shape {x.shape}.')
+  return x.mean(0), np.cov(x, rowvar=False, ddof=1).reshape(x.shape[1], x.shape[1])
+
+
+def frechet_distance_from_stats(mu_a, cov_a, mu_b, cov_b) -> float:
+  """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) in float64.
 
   Tr((S_a S_b)^1/2) = Tr((S_a^1/2 S_b S_a^1/2)^1/2), a symmetric PSD matrix: no complex parts.
-  Compare sets of the same size: the estimate is biased by an amount that depends on N.
   """
-  a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-  if a.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-    raise ValueError(f'Need two (N, D) feature sets with the same D and N >= 2, got {a.shape} '
-                     f'and {b.shape}.')
-  mu_a, mu_b = a.mean(0), b.mean(0)
-  cov_a, cov_b = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)
+  mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
+  cov_a, cov_b = np.asarray(cov_a, np.float64), np.asarray(cov_b, np.float64)
+  if mu_a.shape != mu_b.shape or cov_a.shape != cov_b.shape:
+    raise ValueError(f'Need statistics of the same dimension, got {mu_a.shape[0]} and '
+                     f'{mu_b.shape[0]} features.')
   root_a = _sqrtm_psd(cov_a)
   cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
   return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+def frechet_distance(features_a, features_b) -> float:
+  """The Frechet distance of two feature sets' Gaussians (unbiased covariances), in float64.
+
+  Compare sets of the same size: the estimate is biased by an amount that depends on N.
+  """
+  a, b = np.asarray(features_a), np.asarray(features_b)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+    raise ValueError(f'Need two (N, D) feature sets with the same D and N >= 2, got {a.shape} '
+                     f'and {b.shape}.')
+  return frechet_distance_from_stats(*gaussian_stats(a), *gaussian_stats(b))
 
 
 def _sq_distances(x, y):
@@ -98,12 +117,10 @@ def _prdc_counts(real, fake, real_r_pr, fake_r_pr, real_r_dc):
   return in_real, balls, in_fake, nearest_fake < real_r_dc
 
 
-def prdc(real_features, fake_features, *, pr_k: int = PRECISION_RECALL_K,
-         dc_k: int = DENSITY_COVERAGE_K) -> dict:
-  """Precision, recall (k-NN manifolds, k=`pr_k`) and density, coverage (k=`dc_k`).
-
-  Same definitions as the authors' `prdc` package (strict `<` against k-NN radii).
-  """
+def prdc_points(real_features, fake_features, *, pr_k: int = PRECISION_RECALL_K,
+                dc_k: int = DENSITY_COVERAGE_K) -> dict:
+  """The per-point values whose means are precision and density (one per generated point) and
+  recall and coverage (one per real point); k-NN radii of the whole sets."""
   # Centred on the real mean: smaller norms, less float32 cancellation in |x|^2 + |y|^2 - 2xy.
   center = np.asarray(real_features, np.float64).mean(0)
   real = jnp.asarray(np.asarray(real_features, np.float64) - center, jnp.float32)
@@ -113,5 +130,43 @@ def prdc(real_features, fake_features, *, pr_k: int = PRECISION_RECALL_K,
                      f'and {len(fake)} generated.')
   in_real, balls, in_fake, covered = _prdc_counts(
       real, fake, knn_radii(real, pr_k), knn_radii(fake, pr_k), knn_radii(real, dc_k))
-  return {'precision': float(in_real.mean()), 'recall': float(in_fake.mean()),
-          'density': float(balls.sum() / (dc_k * len(fake))), 'coverage': float(covered.mean())}
+  return {'precision': np.asarray(in_real, np.float64), 'recall': np.asarray(in_fake, np.float64),
+          'density': np.asarray(balls, np.float64) / dc_k,
+          'coverage': np.asarray(covered, np.float64)}
+
+
+def prdc(real_features, fake_features, *, pr_k: int = PRECISION_RECALL_K,
+         dc_k: int = DENSITY_COVERAGE_K) -> dict:
+  """Precision, recall (k-NN manifolds, k=`pr_k`) and density, coverage (k=`dc_k`).
+
+  Same definitions as the authors' `prdc` package (strict `<` against k-NN radii).
+  """
+  points = prdc_points(real_features, fake_features, pr_k=pr_k, dc_k=dc_k)
+  return {name: float(values.mean()) for name, values in points.items()}
+
+
+def resample_indices(n: int, num_resamples: int, seed: int = 0) -> np.ndarray:
+  """(num_resamples, n) indices drawn with replacement: the bootstrap's resamples of n points."""
+  return np.random.default_rng(seed).integers(0, n, (num_resamples, n))
+
+
+def percentile_interval(values, confidence: float = BOOTSTRAP_CONFIDENCE) -> list:
+  """[lo, hi]: the central `confidence` share of a statistic's bootstrap values."""
+  lo, hi = np.percentile(np.asarray(values, np.float64), [50 * (1 - confidence),
+                                                          50 * (1 + confidence)])
+  return [float(lo), float(hi)]
+
+
+def mean_interval(values, indices: np.ndarray, confidence: float = BOOTSTRAP_CONFIDENCE) -> list:
+  """Bootstrap percentile interval of the mean of per-point `values` over the resamples `indices`."""
+  return percentile_interval(np.asarray(values, np.float64)[indices].mean(1), confidence)
+
+
+def frechet_distance_interval(features, reference_features, indices: np.ndarray,
+                              confidence: float = BOOTSTRAP_CONFIDENCE) -> list:
+  """Bootstrap percentile interval of the Frechet distance over resamples of `features` (rows
+  `indices`); the reference set stays whole."""
+  reference = gaussian_stats(reference_features)
+  features = np.asarray(features, np.float64)
+  return percentile_interval([frechet_distance_from_stats(*gaussian_stats(features[i]), *reference)
+                              for i in indices], confidence)

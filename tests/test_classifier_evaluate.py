@@ -84,12 +84,27 @@ def test_evaluate_cli_generated_beside_real(trained_workdir, judge_dir):
   assert line['real']['cond_acc'] > 0.8
   assert line['real']['fd'] < line['generated']['fd']
   assert line['real']['coverage'] > line['generated']['coverage']
+  # Every metric but the classifier score has a 95% bootstrap interval around its value.
+  assert line['resamples'] == evaluate.DEFAULT_RESAMPLES
+  for scores in (line['generated'], line['real']):
+    for name in set(evaluate.METRICS) - {'classifier_score'}:
+      lo, hi = scores[f'{name}_ci']
+      assert lo <= hi and (name == 'fd' or lo <= scores[name] <= hi), (name, scores)
+  assert 'classifier_score_ci' not in line['generated']
+  table = result.stdout.split('{')[0]
+  assert f"[lo, hi]: 95% bootstrap interval over {evaluate.DEFAULT_RESAMPLES}" in table
+  lo, hi = line['generated']['cond_acc_ci']
+  assert f"{line['generated']['cond_acc']:.4f} [{lo:.4f}, {hi:.4f}]" in table
 
 
 def test_evaluate_library_is_deterministic(trained_workdir, judge_dir):
   a = evaluate.evaluate(trained_workdir, judge_dir, num_per_class=5)
   b = evaluate.evaluate(trained_workdir, judge_dir, num_per_class=5)
   assert a == b and a['step'] == 4 and a['n'] == 50
+  none = evaluate.evaluate(trained_workdir, judge_dir, num_per_class=5, num_resamples=0)
+  assert not any(k.endswith('_ci') for k in none['generated'])
+  assert none['generated']['fd'] == a['generated']['fd']
+  assert 'bootstrap' not in evaluate.format_table(none)
 
 
 def test_evaluate_on_another_split_is_valid_json(trained_workdir, judge_dir):

@@ -100,3 +100,42 @@ def test_prdc_identical_distributions():
   # A shifted set is seen as worse on every count.
   worse = metrics.prdc(real, fake + 1.0)
   assert all(worse[name] < got[name] - 0.1 for name in got)
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_approximation():
+  rng = np.random.default_rng(7)
+  values = rng.random(2000) < 0.8
+  lo, hi = metrics.mean_interval(values, metrics.resample_indices(len(values), 1000, seed=1))
+  half = 1.96 * np.sqrt(0.8 * 0.2 / len(values))  # About 0.0175.
+  assert lo < values.mean() < hi
+  assert hi - lo == pytest.approx(2 * half, rel=0.15)
+  # Same seed, same resamples: the interval is reproducible.
+  again = metrics.mean_interval(values, metrics.resample_indices(len(values), 1000, seed=1))
+  assert [lo, hi] == again
+
+
+def test_frechet_distance_interval_brackets_the_estimate_and_shrinks_with_n():
+  rng = np.random.default_rng(8)
+  reference = rng.normal(size=(2000, 4))
+  widths = []
+  for n in (200, 2000):
+    x = rng.normal(size=(n, 4)) + 0.5
+    lo, hi = metrics.frechet_distance_interval(x, reference, metrics.resample_indices(n, 200))
+    assert lo < metrics.frechet_distance(x, reference) < hi
+    widths.append(hi - lo)
+  assert widths[1] < widths[0] / 2  # About 1/sqrt(10) as wide with 10x the points.
+
+
+def test_prdc_points_average_to_prdc():
+  rng = np.random.default_rng(9)
+  real, fake = rng.normal(size=(300, 5)), rng.normal(size=(250, 5)) + 0.2
+  points = metrics.prdc_points(real, fake)
+  assert [len(points[k]) for k in ('precision', 'recall', 'density', 'coverage')] == [250, 300, 250, 300]
+  assert {k: float(v.mean()) for k, v in points.items()} == metrics.prdc(real, fake)
+
+
+def test_frechet_distance_from_stats_checks_dimensions():
+  mu, cov = metrics.gaussian_stats(np.random.default_rng(10).normal(size=(50, 3)))
+  assert metrics.frechet_distance_from_stats(mu, cov, mu, cov) == pytest.approx(0, abs=1e-8)
+  with pytest.raises(ValueError, match='same dimension, got 3 and 2 features'):
+    metrics.frechet_distance_from_stats(mu, cov, mu[:2], cov[:2, :2])
