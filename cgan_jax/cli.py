@@ -1,14 +1,19 @@
 """What the entry points share: a --config flag whose mistakes are one-line errors, and paths."""
 
 import contextlib
+import difflib
 import functools
+import importlib.util
 import logging as python_logging
 import os
+import re
+import traceback
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
+import ml_collections
 from ml_collections import config_flags
 
 from cgan_jax.image_folder import FOLDER_PREFIX
@@ -21,12 +26,113 @@ _PATH_FLAGS = ('workdir', 'output', 'per_class_dir', 'classifier')
 _PATH_FIELDS = ('data_dir', 'model.embed_init_file', 'eval_classifier_dir')
 
 
+class ConfigFileError(Exception):
+  """A config file that cannot be used: the message names the file (and line) and the fix."""
+
+
 def define_config_flag(default, help_string: str):
-  """DEFINE_config_file('config', ...), locked; a bad override of the default is one line."""
+  """DEFINE_config_file('config', ...), locked; a bad override of the default is one line, and a
+  --config file is loaded by ConfigFileParser (its mistakes are one line too)."""
   try:
     config_flags.DEFINE_config_file('config', default, help_string, lock_config=True)
   except (AttributeError, KeyError) as e:  # --config.FIELD overrides of the default apply here.
     raise SystemExit(unknown_field_message(e)) from None
+  flags.FLAGS['config'].parser = ConfigFileParser()
+
+
+class ConfigFileParser(flags.ArgumentParser):
+  """Loads a --config=PATH[:ARG] file's get_config(ARG), locked, as ml_collections does; raises a
+  one-line ConfigFileError for a missing file, a syntax, name or import error in it, no
+  get_config, a result that is no ConfigDict, and a field that configs/default.py lacks."""
+
+  def parse(self, argument):
+    path, *arg = str(argument).split(':', 1)
+    if not os.path.isfile(path):
+      shipped = sorted(f for f in os.listdir(CONFIGS_DIR) if f.endswith('.py') and f[0] != '_')
+      raise ConfigFileError(f'no config file {path!r}; pass --config=PATH to one, such as '
+                            f'{", ".join(shipped)} in {CONFIGS_DIR}.')
+    try:
+      spec = importlib.util.spec_from_file_location('config_config', path)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      if not callable(getattr(module, 'get_config', None)):
+        raise ConfigFileError(f'config file {path} has no get_config(); define one that returns '
+                              'the config, as in configs/mnist.py.')
+      config = module.get_config(*arg)
+    except ConfigFileError:
+      raise
+    except SyntaxError as e:
+      raise ConfigFileError(f'config file {path}, line {e.lineno}: {e.msg} '
+                            f'({type(e).__name__}); fix it and run again.') from None
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigFileError(f'config file {path}{_line_in(path, e)}: {type(e).__name__}: '
+                            f'{_first_line(e)}; fix it and run again.') from None
+    if not isinstance(config, ml_collections.ConfigDict):
+      raise ConfigFileError(f'get_config() in config file {path} returned a '
+                            f'{type(config).__name__}, not a ConfigDict; return one built on '
+                            'configs.default.get_config(), as configs/mnist.py does.')
+    _check_fields(config, path)
+    config.lock()
+    return config
+
+  def flag_type(self):
+    return 'config file'
+
+
+def _first_line(error: Exception) -> str:
+  lines = str(error).strip().splitlines()
+  return lines[0] if lines else ''
+
+
+def _line_in(path: str, error: Exception) -> str:
+  """', line N' of the innermost frame of `error`'s traceback in the file `path', or ''."""
+  lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+           if os.path.abspath(frame.filename) == os.path.abspath(path)]
+  return f', line {lines[-1]}' if lines else ''
+
+
+def _field_names(config, prefix: str = '') -> list:
+  names = []
+  for key in config.keys():
+    names.append(prefix + key)
+    if isinstance(config[key], ml_collections.ConfigDict):
+      names += _field_names(config[key], f'{prefix}{key}.')
+  return names
+
+
+def default_field_names() -> list:
+  """Every field of configs/default.py, nested ones as 'model.g_width'."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  return _field_names(default.get_config())
+
+
+def _check_fields(config: ml_collections.ConfigDict, path: str):
+  """A one-line ConfigFileError for a field `config` has that configs/default.py lacks (the first
+  the file `path` sets, with its line and the nearest known name) or one it lacks."""
+  known = default_field_names()
+  names = _field_names(config)
+  extra = {n for n in names if n not in known}
+  unknown = [n for n in names if n in extra and n.rpartition('.')[0] not in extra]  # Outermost.
+  if unknown:
+    with open(path) as f:
+      text = f.read().splitlines()
+
+    def line(field):  # Of the first assignment to the field's name (a large number if none).
+      leaf = re.escape(field.rpartition('.')[2])
+      pattern = re.compile(rf"(\.{leaf}|\[['\"]{leaf}['\"]\])\s*=(?!=)")
+      return next((i for i, t in enumerate(text, 1) if pattern.search(t)), len(text) + 1)
+    field = min(unknown, key=line)
+    where = f', line {line(field)}' if line(field) <= len(text) else ''
+    nearest = difflib.get_close_matches(field, known, n=1)
+    hint = f' (did you mean {nearest[0]!r}?)' if nearest else ''
+    more = f' ({len(unknown) - 1} more unknown in the file)' if len(unknown) > 1 else ''
+    raise ConfigFileError(f'config file {path}{where} sets config.{field}, which is no config '
+                          f'field{hint}; the fields are listed in configs/default.py{more}.')
+  missing = [n for n in known if n not in names]
+  if missing:
+    raise ConfigFileError(f'config file {path} lacks the field(s) {", ".join(missing[:5])}'
+                          f'{", ..." if len(missing) > 5 else ""}; build its config on '
+                          'configs.default.get_config(), as configs/mnist.py does.')
 
 
 def run(main, *, quiet: bool = False):
@@ -40,16 +146,20 @@ def run(main, *, quiet: bool = False):
 
 def _parse_flags(argv, quiet: bool = False):
   try:
-    args = app.parse_flags_with_usage(argv)
+    args = flags.FLAGS(argv)
     if 'config' in flags.FLAGS and flags.FLAGS.config is not None:
       flags.FLAGS.config.get('seed')  # A config file that failed to load raises on first use.
+  except ConfigFileError as e:
+    raise SystemExit(f'Error: {e}') from None
   except (AttributeError, KeyError) as e:
     raise SystemExit(unknown_field_message(e)) from None
-  except OSError:
-    path = _config_argument(argv)
-    shipped = sorted(f for f in os.listdir(CONFIGS_DIR) if f.endswith('.py') and f[0] != '_')
-    raise SystemExit(f'Error: no config file {path!r}; pass --config=PATH to one, such as '
-                     f'{", ".join(shipped)} in {CONFIGS_DIR}.') from None
+  except flags.UnrecognizedFlagError as e:
+    raise SystemExit(f'Error: {_unknown_flag_message(e)}') from None
+  except flags.Error as e:
+    message = ' '.join(str(e).split()).rstrip('.')
+    if required := re.search(r'Flag --(\w+) must have a value other than None', message):
+      message = f'--{required[1]} is required'
+    raise SystemExit(f'Error: {message}; pass --helpfull to list the flags.') from None
   _expand_home(flags.FLAGS)
   if not flags.FLAGS['verbosity'].present:
     logging.get_absl_handler().addFilter(own_info_or_warning)
@@ -58,14 +168,22 @@ def _parse_flags(argv, quiet: bool = False):
   return args
 
 
-def _config_argument(argv) -> str:
-  """The --config value on the command line (the flag is left unparsed when its file fails)."""
-  for flag, value in zip(argv, argv[1:] + ['']):
-    if flag.startswith('--config='):
-      return flag[len('--config='):]
-    if flag == '--config':
-      return value
-  return config_flags.get_config_filename(flags.FLAGS['config'])
+def _unknown_flag_message(error) -> str:
+  """absl's 'Unknown command line flag', with --config.FIELD for a config field given without
+  its prefix (--num_train_steps=20), else with the nearest flag or config field."""
+  name = error.flagname
+  given = str(error.flagvalue or '')
+  value = given[given.index('='):] if '=' in given else ''
+  fields = default_field_names() if 'config' in flags.FLAGS else []
+  if name in fields:
+    return f'unknown flag --{name}; config fields take the prefix --config., as in --config.{name}{value}.'
+  if name.startswith('no') and name[2:] in fields:  # absl's --noFLAG for a boolean.
+    return f'unknown flag --{name}; config fields take the prefix --config., as in --config.{name[2:]}=false.'
+  names = list(flags.FLAGS) + [f'config.{field}' for field in fields]
+  nearest = difflib.get_close_matches(name, names, n=1) or difflib.get_close_matches(
+      f'config.{name}', names, n=1)
+  hint = f' (did you mean --{nearest[0]}?)' if nearest else ''
+  return f'unknown flag --{name}{hint}; pass --helpfull to list the flags.'
 
 
 def own_info_or_warning(record: python_logging.LogRecord) -> bool:
