@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from cgan_jax import image_folder
 from cgan_jax import input_pipeline
 from tests.conftest import MNIST_5K
 
@@ -268,7 +269,7 @@ def test_hidden_folders_are_not_classes(tiny_config, tmp_path, flat):
 
 def test_folder_view_is_removed_without_its_targets(tmp_path):
   _write_folder(str(tmp_path / 'data'))
-  view = input_pipeline._folder_view({'train': str(tmp_path / 'data' / 'train')})
+  view = image_folder._folder_view({'train': str(tmp_path / 'data' / 'train')})
   assert sorted(os.listdir(os.path.join(view, 'train'))) == ['cat', 'dog', 'eel']
   shutil.rmtree(view)  # As at exit.
   assert len(list((tmp_path / 'data').glob('*/*/*.png'))) == 24
