@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import tempfile
 from typing import Optional
 
@@ -134,13 +135,12 @@ def _read_problem(manager, step, abstract_state, config, info):
   try:
     _restore_json(manager, step)
   except Exception as e:  # pylint: disable=broad-except
-    return f'unreadable ({type(e).__name__})', None
+    return f'unreadable ({describe_error(e)})', None
   check_compatible(manager, step, config, info)  # Another model is the user's error, not damage.
   try:
     state = restore_state(manager, abstract_state, step)
   except Exception as e:  # pylint: disable=broad-except
-    first_line = str(e).splitlines()[0][:120] if str(e) else ''
-    return f'unreadable ({type(e).__name__}: {first_line})', None
+    return f'unreadable ({describe_error(e)})', None
   return (None if _is_finite(state) else 'not finite (NaN or inf values)'), state
 
 
@@ -165,6 +165,18 @@ def read_only_options() -> ocp.CheckpointManagerOptions:
 # evaluation and the judge open a directory on purpose.
 logging.get_absl_logger().addFilter(
     lambda record: not record.getMessage().startswith('Given directory is read only'))
+
+
+def _drop_closed_loop_callbacks(hook):
+  """sys.unraisablehook without TensorStore's late callbacks of a failed restore: its other reads
+  finish after Orbax closed the event loop and each printed an 'Event loop is closed' traceback."""
+  def unraisable(info):
+    if not (info.exc_type is RuntimeError and str(info.exc_value) == 'Event loop is closed'):
+      hook(info)
+  return unraisable
+
+
+sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
 
 
 def _is_classifier(directory, step: int) -> bool:
@@ -236,21 +248,49 @@ def restore_generator(workdir: str, step: Optional[int] = None, use_ema: bool = 
 def restore_params(workdir: str, keys, step: Optional[int] = None):
   """Restores only the TrainState fields `keys` (e.g. 'g_params', 'd_params') as host arrays.
 
+  Without `step`, from the newest checkpoint that reads back (a warning names each newer one
+  that does not); an unreadable `step` is a one-line error that lists the readable ones.
   Returns ({key: params}, config, dataset_metadata, step).
   """
   manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=read_only_options(),
                                  item_handlers=item_handlers('state'))
-  steps = manager.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}; train first with '
-                            f'python -m cgan_jax.main --workdir={workdir}.')
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
-    raise ValueError(f'No checkpoint for step {step} in {checkpoint_dir(workdir)}; have {sorted(steps)}.')
-  if _is_classifier(manager.directory, step):
-    raise ValueError(f'{workdir} holds a classifier (cgan_jax.classifier), not a GAN run; point '
-                     '--workdir at a python -m cgan_jax.main run.')
+  try:
+    steps = manager.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}; train first with '
+                              f'python -m cgan_jax.main --workdir={workdir}.')
+    if step is not None and step not in steps:
+      raise ValueError(f'No checkpoint for step {step} in {checkpoint_dir(workdir)}; have '
+                       f'{sorted(steps)}.')
+    if _is_classifier(manager.directory, max(steps) if step is None else step):
+      raise ValueError(f'{workdir} holds a classifier (cgan_jax.classifier), not a GAN run; '
+                       'point --workdir at a python -m cgan_jax.main run.')
+    problems = []
+    for candidate in [step] if step is not None else sorted(steps, reverse=True):
+      try:
+        restored = _read_params(manager, candidate, keys)
+      except Exception as e:  # pylint: disable=broad-except
+        problems.append((candidate, describe_error(e)))
+        continue
+      for bad_step, problem in problems:
+        print(f'Warning: checkpoint {manager.directory}/{bad_step} is unreadable ({problem}); '
+              f'using step {candidate}, the newest readable one.', file=sys.stderr, flush=True)
+      return (*restored, candidate)
+    bad_step, problem = problems[0]
+    if step is None:
+      raise ValueError(f'No checkpoint in {manager.directory} can be read (newest, step '
+                       f'{bad_step}: {problem}); train again in a new --workdir. Nothing was '
+                       'deleted.')
+    readable = [s for s in sorted(steps) if s != step and _readable(manager, s, keys)]
+    fix = (f'the readable steps are {readable}; pass --step={readable[-1]} or leave --step out'
+           if readable else 'no other checkpoint can be read either')
+    raise ValueError(f'Checkpoint {manager.directory}/{step} is unreadable ({problem}); {fix}.')
+  finally:
+    manager.close()
+
+
+def _read_params(manager, step: int, keys):
+  """({key: host arrays}, config, dataset) of checkpoint `step`; any error if it is damaged."""
   config, dataset = _restore_json(manager, step)
   metadata = manager.item_metadata(step)['state']
   item = {key: metadata[key] for key in keys}
@@ -258,5 +298,21 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=item, restore_args=restore_args, partial_restore=True)))
-  manager.close()
-  return dict(restored['state']), config, dataset, step
+  return dict(restored['state']), config, dataset
+
+
+def _readable(manager, step: int, keys) -> bool:
+  try:
+    _read_params(manager, step, keys)
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return True
+
+
+def describe_error(error: Exception, limit: int = 160) -> str:
+  """'Type: first line of the message', shortened at a word boundary to about `limit` characters."""
+  lines = str(error).strip().splitlines()
+  text = f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
+  if len(text) > limit:
+    text = text[:limit].rsplit(' ', 1)[0].rstrip(' ,:;') + ' ...'
+  return text

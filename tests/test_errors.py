@@ -1,13 +1,17 @@
 """Every mistake gets a one-line answer: config files, flags, checkpoints, disks and images."""
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from cgan_jax import checkpoint
 from cgan_jax import cli
-from tests.conftest import REPO
+from cgan_jax import train
+from tests.conftest import REPO, make_tiny_config
 
 
 def _main(*flags, cwd=REPO):
@@ -86,3 +90,69 @@ def test_config_file_and_flag_mistakes_end_the_program_in_one_line(tmp_path):
     code, lines = _main(f'--workdir={workdir}', *flags)
     assert (code, lines) == (1, [message]), flags
   assert not workdir.exists()
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny run with checkpoints at steps 2 and 4."""
+  workdir = str(tmp_path_factory.mktemp('trained') / 'run')
+  config = make_tiny_config()
+  config.sample_every_steps = 0
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _listing(workdir):
+  return sorted(os.path.relpath(os.path.join(root, f), workdir)
+                for root, _, files in os.walk(workdir) for f in files)
+
+
+def _damage(workdir, step, how):
+  """Truncates part of checkpoint `step`: its arrays' data, the state's metadata or the config."""
+  where = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+  for root, _, files in os.walk(where):
+    for f in files:
+      path = os.path.join(root, f)
+      if ((how == 'data' and os.path.basename(root) == 'd') or
+          (how == 'metadata' and f == '_METADATA') or
+          (how == 'config' and root.endswith('config') and f == 'metadata')):
+        os.truncate(path, os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize('how', ['data', 'metadata', 'config'])
+def test_sampling_reads_the_newest_readable_checkpoint(trained, tmp_path, capsys, how):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  _damage(workdir, 4, how)
+  before = _listing(workdir)
+  _, _, _, step = checkpoint.restore_generator(workdir)
+  assert step == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith(
+      f'Warning: checkpoint {checkpoint.checkpoint_dir(workdir)}/4 is unreadable (')
+  assert err[0].endswith('); using step 2, the newest readable one.')
+  assert '...)' in err[0] or len(err[0]) < 300  # Long library messages end at a word, with '...'.
+
+  with pytest.raises(ValueError, match=re.escape(
+      f'Checkpoint {checkpoint.checkpoint_dir(workdir)}/4 is unreadable (') +
+      r'.*\); the readable steps are \[2\]; pass --step=2 or leave --step out\.$'):
+    checkpoint.restore_params(workdir, ('g_params', 'd_params'), 4)
+  _damage(workdir, 2, how)
+  with pytest.raises(ValueError, match=r'^No checkpoint in .* can be read \(newest, step 4: .*\); '
+                                       'train again in a new --workdir. Nothing was deleted.$'):
+    checkpoint.restore_generator(workdir)
+  assert _listing(workdir) == before
+
+
+def test_sample_cli_names_the_readable_steps_in_one_line(trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained, workdir)
+  _damage(workdir, 4, 'data')
+  result = subprocess.run(
+      [sys.executable, '-m', 'cgan_jax.sample', f'--workdir={workdir}', '--step=4',
+       f'--output={tmp_path}/x.png'], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()  # TensorStore's late callbacks print nothing.
+  assert len(lines) == 1 and lines[0].startswith(f'Error: Checkpoint {checkpoint.checkpoint_dir(workdir)}/4 is unreadable')
+  assert lines[0].endswith('the readable steps are [2]; pass --step=2 or leave --step out.')
+  assert not os.path.exists(tmp_path / 'x.png')
