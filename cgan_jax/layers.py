@@ -28,14 +28,14 @@ class ConvTransposeSubpixel(nn.Module):
   product with (k/s)^2 taps of the kernel, which does no multiplications by inserted zeros.
   `impl` 'matmul' gathers each phase's taps as shifted slices (im2col) and multiplies all
   phases in one batched matmul (`_phase_products`): every gradient is a matmul or a slice,
-  2.3x faster than 'conv' on XLA:CPU even as one matmul per phase (measured, fwd+bwd of a
-  64x14x14x128 layer). 'winograd' computes the phases with Winograd's F(m, t) algorithm
-  (`_winograd_products`) on windows they all share (each phase's tiles shifted to start where
-  the others' do), so one transformed input feeds a single product per point with every phase's
-  filters side by side: for kernel 4 stride 2 (two taps a phase) on the tutorial's 14x14 input,
-  3x3 tiles of 5x5 outputs take 6*6 products of 4F columns each, 0.41x the multiplications of
-  the direct phases, with one input transform instead of four. 'conv' is one stride-1 conv per
-  phase. 'auto' picks 'winograd' on CPU for two taps a phase, else 'matmul'; 'conv' elsewhere.
+  which XLA:CPU runs far faster than the per-phase convs of 'conv'. 'winograd' computes the
+  phases with Winograd's F(m, t) algorithm (`_winograd_products`) on windows they all share
+  (each phase's tiles shifted to start where the others' do), so one transformed input feeds a
+  single product per point with every phase's filters side by side: for kernel 4 stride 2 (two
+  taps a phase) on the tutorial's 14x14 input, 3x3 tiles of 5x5 outputs take 6*6 products of 4F
+  columns each, 0.41x the multiplications of the direct phases, with one input transform
+  instead of four. 'conv' is one stride-1 conv per phase. 'auto' picks 'winograd' on CPU for
+  two taps a phase, else 'matmul'; 'conv' elsewhere.
   """
   features: int
   kernel_size: int = 4
@@ -144,8 +144,7 @@ def _winograd_matrices(m: int, r: int):
 
 
 # XLA:CPU runs each product of a batched matmul as one matmul, which it spreads over the
-# threads only from about 2^24 multiply-adds; below that the rate falls towards one thread's
-# (measured on 2 cores: [512 | 768 | 1024, 128] @ [128, 128] at 106, 155 and 206 GFLOP/s).
+# threads only from about 2^24 multiply-adds; below that the rate falls towards one thread's.
 _THREADED_MATMUL_MACS = 2**24
 
 
@@ -252,8 +251,8 @@ def _winograd_output(products, x_shape, offsets, stride: int, tiles, r: int):
   n, height, width, _ = x_shape
   m_h, m_w = tiles
   (th, _, _, _, shift_h), (tw, _, _, _, shift_w) = _geometries(x_shape, offsets, tiles, r)
-  # One matmul for the whole transform: as sums of slices XLA:CPU made two passes over the
-  # products and one over the output (fwd of the 14x14 layer 17.7 vs 11.0 ms).
+  # One matmul for the whole transform: as sums of slices XLA:CPU makes two passes over the
+  # products and one over the output.
   a_h, a_w = (_winograd_matrices(m, r)[0] for m in tiles)
   a_t = jnp.asarray(np.kron(a_w, a_h), products.dtype)  # [(j, i), (b, a)]: A^T along both axes.
   y = (a_t @ products.reshape(a_t.shape[1], -1)).reshape(m_w, m_h, n, th, tw, stride, stride, -1)
@@ -267,8 +266,7 @@ def _phase_windows(y, axis: int, shifts, size: int):
   """y[..., shifts[p] + i, p, ...] for i < size: each phase's rows (at `axis`, phases after it).
 
   As selects between shifted slices, which XLA fuses with the transposes around them and the
-  activation after them into one pass (stacking per-phase slices took two more: step 0.397 vs
-  0.411 s, measured).
+  activation after them into one pass (stacking per-phase slices takes two more).
   """
   phase_shifts = np.reshape(shifts, [len(shifts) if d == axis + 1 else 1 for d in range(y.ndim)])
   out = None
@@ -298,14 +296,14 @@ def _winograd_products_bwd(offsets, stride, tiles, r, residuals, grad):
                                    (ow, tw * m_w - width - ow), (0, 0)))
       for rx, ow in enumerate(shift_w)], 3) for ry, oh in enumerate(shift_h)], 3)
   g = g.reshape(n, th, m_h, tw, m_w, stride, stride, -1).transpose(4, 2, 0, 1, 3, 5, 6, 7)
-  # As sums of slices: here XLA fuses them with the transpose (a matmul, as in the forward,
-  # was no faster: 0.443 vs 0.442 s per step; 0.471 vs 0.463 s with per-phase products).
+  # As sums of slices: here XLA fuses them with the transpose, so a matmul, as in the forward,
+  # saves no pass.
   g = jnp.stack(_mix(_unstack(g, 1), _winograd_matrices(m_h, r)[0].T), 1)
   g = jnp.stack(_mix(_unstack(g, 0), _winograd_matrices(m_w, r)[0].T), 0)  # [b, a, N, th, tw, ...]
   g = g.reshape(filters.shape[0], n * th * tw, -1)
   d_filters = jnp.einsum('ptc,ptf->pcf', v, g)
-  # Against the transposed filters (a small copy the barrier keeps from being folded back):
-  # the layer's backward went from 150 to 140 ms at batch 128 (measured, per-phase products).
+  # Against the transposed filters (a small copy the barrier keeps from being folded back): an
+  # ordinary [T, F] @ [F, C] product, which XLA:CPU runs faster than one against [C, F].
   filters_t = jax.lax.optimization_barrier(filters.transpose(0, 2, 1))
   d_v = jnp.einsum('ptf,pfc->ptc', g, filters_t).reshape(m_w + r - 1, m_h + r - 1, n, th, tw, cin)
   d_rows = _winograd_input_transpose(d_v, 3, bw + fw, tw, lw, m_w, r)
@@ -320,8 +318,8 @@ class ConvPatches(nn.Module):
   """`nn.Conv(padding='SAME')`, computed as im2col and one matmul on CPU.
 
   Same parameters, same function. A strided conv's input gradient is a dilated conv, which
-  XLA:CPU runs on a slow generic path; here every gradient is a matmul or a pad/slice (D's
-  step 1.14x faster, measured). 'auto' picks 'patches' on CPU and XLA's own conv elsewhere.
+  XLA:CPU runs on a slow generic path; here every gradient is a matmul or a pad/slice.
+  'auto' picks 'patches' on CPU and XLA's own conv elsewhere.
   """
   features: int
   kernel_size: int = 3
@@ -368,7 +366,7 @@ def _patch_matmul_bwd(residuals, grad):
   patches, kernel = residuals
   # Autodiff contracts both operands' long M axis, which XLA:CPU leaves to its generic dot; on
   # the transposed gradient (a small copy, kept by the barrier) it is an ordinary [F, M] @ [M, K]
-  # matmul (D's down1 at batch 64: 4.3 vs 6.2 ms, measured).
+  # matmul.
   grad_t = jax.lax.optimization_barrier(grad.T)
   d_kernel_t = jax.lax.optimization_barrier(grad_t @ patches)
   return grad @ kernel.T, d_kernel_t.T
@@ -421,8 +419,7 @@ def _conv_shift_add_bwd(k, features, residuals, grad):
   n, height, width, cin = x.shape
   # The taps gradient per example, tap-major, read as it is by both products: the weight
   # gradient's contraction over all N*H*W pixels becomes N short ones, which XLA:CPU runs as
-  # one batched matmul (autodiff's single long one ran at ~45 GFLOP/s on one core, after a
-  # transposed copy). The output conv's backward at batch 128: 22-24 vs 38-40 ms, measured.
+  # one batched matmul (autodiff's single long one runs on one core, after a transposed copy).
   d_taps = _taps_gradient(grad, k, w.shape[1])
   d_x = jnp.einsum('ntm,ct->nmc', d_taps, w).reshape(x.shape)
   d_w = jnp.einsum('ntm,nmc->ntc', d_taps, x.reshape(n, height * width, cin)).sum(0).T
@@ -437,8 +434,8 @@ class ConvShiftAdd(nn.Module):
 
   Same parameters, same function. x @ W gives every tap's contribution at once (k*k*features
   columns: a well-shaped matmul even for one output channel), and the output sums each tap's
-  plane shifted into place. XLA:CPU runs a conv with one output channel at ~5 GFLOP/s; here
-  every gradient is a matmul or a slice.
+  plane shifted into place. XLA:CPU runs a conv with one output channel far below its matmul
+  rate; here every gradient is a matmul or a slice.
   """
   features: int
   kernel_size: int = 7
@@ -456,7 +453,7 @@ class ConvShiftAdd(nn.Module):
       return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
                                           dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
     columns = k * k * self.features
-    # Zero columns up to a multiple of 16: the [M, C] @ [C, 49] product of a 7x7 conv to one
-    # channel ran at half the rate of 64 columns on XLA:CPU (step 0.390 vs 0.397 s, measured).
+    # Zero columns up to a multiple of 16: XLA:CPU runs the [M, C] @ [C, 49] product of a 7x7
+    # conv to one channel at about half the rate of 64 columns.
     w = jnp.pad(kernel.transpose(2, 0, 1, 3).reshape(cin, columns), ((0, 0), (0, -columns % 16)))
     return _conv_shift_add(x, w, k, self.features) + bias
