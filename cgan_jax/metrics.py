@@ -170,3 +170,35 @@ def frechet_distance_interval(features, reference_features, indices: np.ndarray,
   features = np.asarray(features, np.float64)
   return percentile_interval([frechet_distance_from_stats(*gaussian_stats(features[i]), *reference)
                               for i in indices], confidence)
+
+
+KID_SUBSETS = 100  # Subsets averaged by the KID estimate (StyleGAN2-ADA's metrics/kernel_inception_distance.py).
+KID_SUBSET_SIZE = 1000  # Points per subset (fewer when a set is smaller).
+
+
+def kernel_inception_distance(features, reference_features, num_subsets: int = KID_SUBSETS,
+                              max_subset_size: int = KID_SUBSET_SIZE, seed: int = 0) -> float:
+  """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / D + 1)^3, averaged over
+  `num_subsets` random subsets of both sets, as StyleGAN2-ADA computes it (float64)."""
+  gen, real = np.asarray(features, np.float64), np.asarray(reference_features, np.float64)
+  if gen.ndim != 2 or gen.shape[1:] != real.shape[1:] or min(len(gen), len(real)) < 2:
+    raise ValueError(f'Need two (N, D) feature sets with the same D and N >= 2, got {gen.shape} '
+                     f'and {real.shape}.')
+  dim, m = gen.shape[1], min(len(gen), len(real), max_subset_size)
+  rng = np.random.default_rng(seed)
+  total = 0.0
+  for _ in range(num_subsets):
+    x = gen[rng.choice(len(gen), m, replace=False)]
+    y = real[rng.choice(len(real), m, replace=False)]
+    a = (x @ x.T / dim + 1) ** 3 + (y @ y.T / dim + 1) ** 3
+    b = (x @ y.T / dim + 1) ** 3
+    total += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+  return float(total / num_subsets / m)
+
+
+def inception_score(logits, num_splits: int = 10) -> float:
+  """IS (Salimans et al. 2016): the mean over `num_splits` equal splits of exp E[KL(p(y|x) || p(y))]."""
+  logits = np.asarray(logits, np.float64)
+  if len(logits) < num_splits:
+    raise ValueError(f'Need at least {num_splits} images for {num_splits} splits, got {len(logits)}.')
+  return float(np.mean([classifier_score(part) for part in np.array_split(logits, num_splits)]))

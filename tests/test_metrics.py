@@ -139,3 +139,39 @@ def test_frechet_distance_from_stats_checks_dimensions():
   assert metrics.frechet_distance_from_stats(mu, cov, mu, cov) == pytest.approx(0, abs=1e-8)
   with pytest.raises(ValueError, match='same dimension, got 3 and 2 features'):
     metrics.frechet_distance_from_stats(mu, cov, mu[:2], cov[:2, :2])
+
+
+def _reference_kid(gen, real, num_subsets, m, seed):
+  """StyleGAN2-ADA's metrics/kernel_inception_distance.py, with the same subset draws."""
+  rng = np.random.default_rng(seed)
+  n, t = gen.shape[1], 0
+  for _ in range(num_subsets):
+    x = gen[rng.choice(len(gen), m, replace=False)]
+    y = real[rng.choice(len(real), m, replace=False)]
+    k = lambda u, v: (u @ v.T / n + 1) ** 3
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    # Unbiased MMD^2 written out term by term.
+    t += ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+          - 2 * kxy.mean()) * m
+  return t / num_subsets / m
+
+
+def test_kernel_inception_distance_matches_the_definition():
+  rng = np.random.default_rng(11)
+  real, gen = rng.normal(size=(300, 16)), rng.normal(size=(250, 16)) * 1.2 + 0.3
+  got = metrics.kernel_inception_distance(gen, real, num_subsets=5, max_subset_size=100, seed=3)
+  assert got == pytest.approx(_reference_kid(gen, real, 5, 100, 3), rel=1e-9)
+  assert got > 0.05
+  # Same distribution: close to 0 (unbiased, may be negative).
+  same = metrics.kernel_inception_distance(rng.normal(size=(500, 16)), real, num_subsets=20)
+  assert abs(same) < 0.02
+
+
+def test_inception_score_splits():
+  one_hot = np.eye(10)[np.arange(1000) % 10] * 50
+  assert metrics.inception_score(one_hot) == pytest.approx(10, rel=1e-4)
+  # Each split of a class-sorted set holds one class: IS 1.
+  sorted_hot = np.eye(10)[np.repeat(np.arange(10), 100)] * 50
+  assert metrics.inception_score(sorted_hot) == pytest.approx(1, rel=1e-4)
+  with pytest.raises(ValueError, match='at least 10 images for 10 splits'):
+    metrics.inception_score(one_hot[:5])
