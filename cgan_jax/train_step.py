@@ -93,126 +93,177 @@ def check_d_update(d_update: str):
     raise ValueError(f"Unknown d_update {d_update!r}; choose one of {sorted(_D_PHASES)}.")
 
 
+class StepParts(NamedTuple):
+  """What the step's pieces need besides the state and batch, fixed for a run."""
+  config: ml_collections.ConfigDict
+  generator: nn.Module
+  discriminator: nn.Module
+  g_tx: Any
+  d_tx: Any
+  loss: losses.GANLoss
+  counts: tuple  # Class counts per attribute: generated labels are uniform over each.
+
+  @property
+  def acgan(self) -> bool:
+    return self.discriminator.conditioning == 'acgan'
+
+
+class Examples(NamedTuple):
+  """A batch as D sees it: images, their labels, and one dropout key per example."""
+  images: jax.Array
+  labels: jax.Array
+  dropout_keys: jax.Array
+
+
+def generate(parts: StepParts, g_params, key, n: int) -> Examples:
+  """n generated images with random labels, plus D's dropout keys for them."""
+  keys = jax.vmap(lambda k: jax.random.split(k, 3))(_example_keys(key, n))
+  z = jax.vmap(lambda k: jax.random.normal(k, (parts.config.model.latent_dim,)))(keys[:, 0])
+  # Labels uniform over each attribute's classes, independently.
+  counts = parts.counts
+  shape, high = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
+  labels = jax.vmap(lambda k: jax.random.randint(k, shape, 0, high))(keys[:, 1])
+  images = parts.generator.apply({'params': g_params}, z, labels, train=True)
+  return Examples(images, labels, keys[:, 2])
+
+
+def d_logits(parts: StepParts, d_params, d_stats, images, labels, dropout_keys):
+  """D on a batch: logits, class logits (AC-GAN) and D's updated batch_stats."""
+  # Each example's dropout mask comes from its own key: device-count invariant.
+  logits, aux = parts.discriminator.apply(
+      {'params': d_params, 'batch_stats': d_stats}, images, labels, train=True,
+      dropout_keys=dropout_keys, mutable=['batch_stats', 'intermediates'])
+  class_logits = aux['intermediates']['class_logits'][0] if parts.acgan else None
+  return logits, class_logits, aux.get('batch_stats', {})
+
+
+def d_loss(d_params, parts: StepParts, d_stats, phase, real: Examples, fake: Examples):
+  """D's loss on the terms of `phase` ('real', 'fake' or both): (loss, (terms, new d_stats)).
+
+  Every image D sees passes through `d` (a batch) or `d_one` (one example, for the penalties).
+  """
+  config, loss, terms, stats = parts.config, parts.loss, {}, d_stats
+
+  def d(images, labels, keys):
+    return d_logits(parts, d_params, d_stats, images, labels, keys)
+
+  def d_one(image, label, key):
+    return d(image[None], label[None], key[None])[0][0]
+
+  if 'real' in phase:
+    real_logits, real_classes, stats = d(*real)
+    terms['d_loss_real'] = loss.d_real(real_logits).mean()
+    terms['d_acc_real'] = (real_logits > 0).mean()
+    if parts.acgan:
+      terms['d_loss_class_real'] = config.acgan_weight * losses.class_cross_entropy(
+          real_classes, real.labels).mean()
+    if config.r1_gamma:
+      terms['d_loss_r1'] = 0.5 * config.r1_gamma * losses.r1_penalty(d_one, *real).mean()
+  if 'fake' in phase:
+    fake_logits, fake_classes, _ = d(*fake)
+    terms['d_loss_fake'] = loss.d_fake(fake_logits).mean()
+    terms['d_acc_fake'] = (fake_logits < 0).mean()
+    if parts.acgan:
+      terms['d_loss_class_fake'] = config.acgan_weight * losses.class_cross_entropy(
+          fake_classes, fake.labels).mean()
+    if config.gp_weight:
+      gp_keys = jax.vmap(jax.random.fold_in, (0, None))(fake.dropout_keys, 1)
+      terms['d_loss_gp'] = config.gp_weight * losses.gradient_penalty(
+          d_one, real.images, fake.images, gp_keys, fake.labels, fake.dropout_keys).mean()
+  return sum(v for k, v in terms.items() if k.startswith('d_loss')), (terms, stats)
+
+
+def d_update(parts: StepParts, d_params, d_stats, d_opt_state, real: Examples, fake: Examples):
+  """One D update (one or two optimiser steps, per config.d_update): the new D and its metrics."""
+  phases, metrics = _D_PHASES[parts.config.d_update], {}
+  for phase in phases:
+    grads, (terms, d_stats) = jax.grad(d_loss, has_aux=True)(
+        d_params, parts, d_stats, phase, real, fake)
+    grads = lax.pmean(grads, DATA_AXIS)
+    updates, d_opt_state = parts.d_tx.update(grads, d_opt_state, d_params)
+    d_params = optax.apply_updates(d_params, updates)
+    metrics.update(terms)
+    # Norm of the averaged gradient, one per D phase ('d_grad_norm' or '_real'/'_fake').
+    suffix = '' if len(phases) == 1 else '_' + phase[0]
+    metrics['d_grad_norm' + suffix] = optax.tree.norm(grads)
+  return d_params, d_stats, d_opt_state, metrics
+
+
+def g_loss(g_params, parts: StepParts, d_params, d_stats, key, n: int):
+  """G's loss on n generated images, judged by the updated D: (loss, terms)."""
+  fake = generate(parts, g_params, key, n)
+  logits, classes, _ = d_logits(parts, d_params, d_stats, *fake)
+  terms = {'g_loss_adv': parts.loss.g(logits).mean()}
+  if parts.acgan:
+    terms['g_loss_class'] = parts.config.acgan_weight * losses.class_cross_entropy(
+        classes, fake.labels).mean()
+  return sum(terms.values()), terms
+
+
+def g_update(parts: StepParts, state: TrainState, d_params, d_stats, key, n: int):
+  """One G update against D's new parameters: G's new parameters, optimiser state and metrics."""
+  (loss, terms), grads = jax.value_and_grad(g_loss, has_aux=True)(
+      state.g_params, parts, d_params, d_stats, key, n)
+  grads = lax.pmean(grads, DATA_AXIS)
+  updates, g_opt_state = parts.g_tx.update(grads, state.g_opt_state, state.g_params)
+  g_params = optax.apply_updates(state.g_params, updates)
+  metrics = dict(terms) if parts.acgan else {}
+  metrics['g_loss'] = loss
+  metrics['g_grad_norm'] = optax.tree.norm(grads)
+  return g_params, g_opt_state, metrics
+
+
+def ema_update(ema_g_params, g_params, step, ema_decay: float):
+  """The EMA of G's weights after an update at `step`."""
+  # The average starts at G's initial weights; warming the decay up (as TF's
+  # ExponentialMovingAverage with num_updates) keeps short runs from sampling near them.
+  decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema_g_params, g_params)
+
+
+def train_step(parts: StepParts, state: TrainState, batch):
+  """The per-device step: config.d_steps D updates, one G update, the EMA; metrics pmean'd."""
+  config = parts.config
+  real_images, real_labels = batch['image'], batch['label']
+  n_real = real_images.shape[0]
+  n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
+  key = jax.random.fold_in(state.rng, state.step)
+  real_key, fake_key, g_key = jax.random.split(key, 3)
+
+  d_params, d_stats, d_opt_state, d_metrics = (state.d_params, state.d_stats, state.d_opt_state,
+                                                {})
+  for i in range(config.d_steps):
+    # The same real batch each time, with fresh fakes and dropout.
+    rk, fk = (real_key, fake_key) if i == 0 else (jax.random.fold_in(real_key, i),
+                                                  jax.random.fold_in(fake_key, i))
+    fake = generate(parts, state.g_params, fk, n_real)
+    fake = fake._replace(images=lax.stop_gradient(fake.images))
+    real = Examples(real_images, real_labels, _example_keys(rk, n_real))
+    d_params, d_stats, d_opt_state, d_metrics = d_update(parts, d_params, d_stats, d_opt_state,
+                                                         real, fake)
+
+  g_params, g_opt_state, g_metrics = g_update(parts, state, d_params, d_stats, g_key, n_gen)
+  ema = ema_update(state.ema_g_params, g_params, state.step, config.ema_decay)
+  metrics = {**d_metrics, **g_metrics}
+  # What D minimises, as g_loss is what G minimises: class and penalty terms included.
+  metrics['d_loss'] = sum(v for k, v in metrics.items() if k.startswith('d_loss_'))
+  new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
+                            g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema,
+                            d_stats=d_stats)
+  return new_state, lax.pmean(metrics, DATA_AXIS)
+
+
 def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
                     discriminator: nn.Module, g_tx, d_tx, num_classes):
   """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis.
 
   `num_classes` is an int, or one class count per attribute (labels (B, attributes)).
   """
-  loss = losses.get_loss(config.loss)
-  latent_dim = config.model.latent_dim
   check_d_update(config.d_update)
-  phases = _D_PHASES[config.d_update]
-
-  def generate(g_params, key, n):
-    """n generated images with random labels, plus D's dropout keys for them."""
-    keys = jax.vmap(lambda k: jax.random.split(k, 3))(_example_keys(key, n))
-    z = jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(keys[:, 0])
-    labels = jax.vmap(lambda k: jax.random.randint(k, label_shape, 0, max_label))(keys[:, 1])
-    return generator.apply({'params': g_params}, z, labels, train=True), labels, keys[:, 2]
-
-  acgan = discriminator.conditioning == 'acgan'
-  counts = labels_lib.attribute_counts(num_classes)
-  # Generated labels: uniform over each attribute's classes, independently.
-  label_shape, max_label = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
-
-  def d_logits(d_params, d_stats, images, labels, dropout_keys):
-    """D on a batch: logits, class logits (AC-GAN) and D's updated batch_stats."""
-    # Each example's dropout mask comes from its own key: device-count invariant.
-    logits, aux = discriminator.apply(
-        {'params': d_params, 'batch_stats': d_stats}, images, labels, train=True,
-        dropout_keys=dropout_keys, mutable=['batch_stats', 'intermediates'])
-    class_logits = aux['intermediates']['class_logits'][0] if acgan else None
-    return logits, class_logits, aux.get('batch_stats', {})
-
-  def d_update(d_params, d_stats, d_opt_state, real_dropout, fakes, fake_labels, fake_dropout,
-               images, labels, metrics):
-    """One D update (one or two optimiser steps, per config.d_update)."""
-    for phase in phases:
-      def d_loss_fn(params, phase=phase):
-        terms, stats = {}, d_stats
-        # D on one example, for the penalties.
-        def logit_fn(image, label, key):  # pylint: disable=cell-var-from-loop
-          return d_logits(params, d_stats, image[None], label[None], key[None])[0][0]
-        if 'real' in phase:
-          real_logits, real_classes, stats = d_logits(params, d_stats, images, labels, real_dropout)
-          terms['d_loss_real'] = loss.d_real(real_logits).mean()
-          terms['d_acc_real'] = (real_logits > 0).mean()
-          if acgan:
-            terms['d_loss_class_real'] = config.acgan_weight * losses.class_cross_entropy(
-                real_classes, labels).mean()
-          if config.r1_gamma:
-            terms['d_loss_r1'] = 0.5 * config.r1_gamma * losses.r1_penalty(
-                logit_fn, images, labels, real_dropout).mean()
-        if 'fake' in phase:
-          fake_logits, fake_classes, _ = d_logits(params, d_stats, fakes, fake_labels, fake_dropout)
-          terms['d_loss_fake'] = loss.d_fake(fake_logits).mean()
-          terms['d_acc_fake'] = (fake_logits < 0).mean()
-          if acgan:
-            terms['d_loss_class_fake'] = config.acgan_weight * losses.class_cross_entropy(
-                fake_classes, fake_labels).mean()
-          if config.gp_weight:
-            gp_keys = jax.vmap(jax.random.fold_in, (0, None))(fake_dropout, 1)
-            terms['d_loss_gp'] = config.gp_weight * losses.gradient_penalty(
-                logit_fn, images, fakes, gp_keys, fake_labels, fake_dropout).mean()
-        return sum(v for k, v in terms.items() if k.startswith('d_loss')), (terms, stats)
-      grads, (terms, d_stats) = jax.grad(d_loss_fn, has_aux=True)(d_params)
-      grads = lax.pmean(grads, DATA_AXIS)
-      updates, d_opt_state = d_tx.update(grads, d_opt_state, d_params)
-      d_params = optax.apply_updates(d_params, updates)
-      metrics.update(terms)
-      # Norm of the averaged gradient, one per D phase ('d_grad_norm' or '_real'/'_fake').
-      suffix = '' if len(phases) == 1 else '_' + phase[0]
-      metrics['d_grad_norm' + suffix] = optax.tree.norm(grads)
-    return d_params, d_stats, d_opt_state
-
-  def step(state: TrainState, batch):
-    images, labels = batch['image'], batch['label']
-    n_real = images.shape[0]
-    n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
-    key = jax.random.fold_in(state.rng, state.step)
-    real_key, fake_key, g_key = jax.random.split(key, 3)
-
-    d_params, d_stats, d_opt_state, metrics = (state.d_params, state.d_stats,
-                                               state.d_opt_state, {})
-    for i in range(config.d_steps):
-      # The same real batch each time, with fresh fakes and dropout.
-      rk, fk = (real_key, fake_key) if i == 0 else (jax.random.fold_in(real_key, i),
-                                                    jax.random.fold_in(fake_key, i))
-      fakes, fake_labels, fake_dropout = generate(state.g_params, fk, n_real)
-      d_params, d_stats, d_opt_state = d_update(
-          d_params, d_stats, d_opt_state, _example_keys(rk, n_real), lax.stop_gradient(fakes),
-          fake_labels, fake_dropout, images, labels, metrics)
-
-    def g_loss_fn(params):
-      generated, gen_labels, gen_dropout = generate(params, g_key, n_gen)
-      logits, classes, _ = d_logits(d_params, d_stats, generated, gen_labels, gen_dropout)
-      terms = {'g_loss_adv': loss.g(logits).mean()}
-      if acgan:
-        terms['g_loss_class'] = config.acgan_weight * losses.class_cross_entropy(
-            classes, gen_labels).mean()
-      return sum(terms.values()), terms
-    (g_loss, g_terms), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-    grads = lax.pmean(grads, DATA_AXIS)
-    updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    # The average starts at G's initial weights; warming the decay up (as TF's
-    # ExponentialMovingAverage with num_updates) keeps short runs from sampling near them.
-    decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_g_params, g_params)
-
-    if acgan:
-      metrics.update(g_terms)
-    metrics['g_loss'] = g_loss
-    metrics['g_grad_norm'] = optax.tree.norm(grads)
-    # What D minimises, as g_loss is what G minimises: class and penalty terms included.
-    metrics['d_loss'] = sum(v for k, v in metrics.items() if k.startswith('d_loss_'))
-    new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
-                              g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema,
-                              d_stats=d_stats)
-    return new_state, lax.pmean(metrics, DATA_AXIS)
-
-  return guard_nonfinite(step)
+  parts = StepParts(config=config, generator=generator, discriminator=discriminator, g_tx=g_tx,
+                    d_tx=d_tx, loss=losses.get_loss(config.loss),
+                    counts=labels_lib.attribute_counts(num_classes))
+  return guard_nonfinite(functools.partial(train_step, parts))
 
 
 class Trainer(NamedTuple):
@@ -278,8 +329,8 @@ def make_train_loop(step_fn, mesh, *, scan=None):
   """`(state, batches) -> (state, mean metrics)` for batches [steps, global_batch, ...] on `data`.
 
   By default the steps run as one lax.scan dispatch, except on XLA:CPU, which runs
-  convolutions inside a loop ~30x slower (measured) and whose compile time would grow with
-  an unrolled loop: there each step is one asynchronous dispatch of the compiled step, and
+  convolutions inside a loop many times slower than outside one, and whose compile time would
+  grow with an unrolled loop: there each step is one asynchronous dispatch of the compiled step, and
   the host only waits when the caller reads the metrics. 'nonfinite_index' is the first
   step whose update was dropped.
   """
