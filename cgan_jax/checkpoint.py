@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cgan_jax import console
 from cgan_jax import labels
 
 # Config fields that change the parameters' structure or meaning: a checkpoint made with
@@ -161,10 +162,20 @@ def read_only_options() -> ocp.CheckpointManagerOptions:
   return ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
 
 
-# Orbax warns 'Given directory is read only' for every such manager, which is how sampling,
-# evaluation and the judge open a directory on purpose.
-logging.get_absl_logger().addFilter(
-    lambda record: not record.getMessage().startswith('Given directory is read only'))
+def _not_read_only_notice(record) -> bool:
+  # Orbax warns 'Given directory is read only' for every such manager, which is how sampling,
+  # evaluation and the judge open a directory on purpose.
+  return not record.getMessage().startswith('Given directory is read only')
+
+
+def install_quiet_hooks():
+  """Keeps Orbax's read-only notices and TensorStore's late 'Event loop is closed' tracebacks
+  off the console, for the whole program: the entry points call it (cli.run), once."""
+  logger = logging.get_absl_logger()
+  if _not_read_only_notice not in logger.filters:
+    logger.addFilter(_not_read_only_notice)
+  if not getattr(sys.unraisablehook, 'drops_closed_loop_callbacks', False):
+    sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
 
 
 def _drop_closed_loop_callbacks(hook):
@@ -173,10 +184,8 @@ def _drop_closed_loop_callbacks(hook):
   def unraisable(info):
     if not (info.exc_type is RuntimeError and str(info.exc_value) == 'Event loop is closed'):
       hook(info)
+  unraisable.drops_closed_loop_callbacks = True
   return unraisable
-
-
-sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
 
 
 def _is_classifier(directory, step: int) -> bool:
@@ -219,8 +228,8 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state,
     target = os.path.join(aside, str(bad_step))
     logging.warning('Checkpoint %s/%d is %s: moved it to %s; resuming from step %d.',
                     manager.directory, bad_step, problem, target, step)
-    print(f'Warning: checkpoint {manager.directory}/{bad_step} is {problem}; moved it to '
-          f'{target} and resuming from step {step}.', flush=True)
+    console.say(f'Warning: checkpoint {manager.directory}/{bad_step} is {problem}; moved it to '
+                f'{target} and resuming from step {step}.')
     if jax.process_index() == 0:
       os.makedirs(aside, exist_ok=True)
       suffix = 0
@@ -273,8 +282,9 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
         problems.append((candidate, describe_error(e)))
         continue
       for bad_step, problem in problems:
-        print(f'Warning: checkpoint {manager.directory}/{bad_step} is unreadable ({problem}); '
-              f'using step {candidate}, the newest readable one.', file=sys.stderr, flush=True)
+        console.say(f'Warning: checkpoint {manager.directory}/{bad_step} is unreadable '
+                    f'({problem}); using step {candidate}, the newest readable one.',
+                    file=sys.stderr)
       return (*restored, candidate)
     bad_step, problem = problems[0]
     if step is None:

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from cgan_jax import checkpoint
 from cgan_jax.image_folder import FOLDER_PREFIX
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -139,8 +140,10 @@ def run(main, *, quiet: bool = False):
   """app.run(main): --config's mistakes reported in one line, '~' expanded in paths.
 
   Unless --verbosity is given, libraries log only warnings and errors (Orbax wrote ~40 INFO
-  lines per checkpoint), and with `quiet` cgan_jax too.
+  lines per checkpoint), and with `quiet` cgan_jax too; Orbax's notices of read-only
+  directories and TensorStore's late tracebacks are dropped (checkpoint.install_quiet_hooks).
   """
+  checkpoint.install_quiet_hooks()
   app.run(main, flags_parser=functools.partial(_parse_flags, quiet=quiet))
 
 

@@ -235,7 +235,7 @@ def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optiona
                               latent_dim, num_classes)
   result['interpolation'] = x
   files['interpolation'] = os.path.join(output, 'interpolation.png')
-  sample.write_image(files['interpolation'], sample.grid(x, num_columns=num_steps, min_cell=32))
+  plots.write_image(files['interpolation'], plots.grid(x, num_columns=num_steps, min_cell=32))
   progress.update()
 
   scalars = read_scalars(workdir)

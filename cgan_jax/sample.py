@@ -25,6 +25,7 @@ from cgan_jax import cli
 from cgan_jax import conditioning
 from cgan_jax import labels as labels_lib
 from cgan_jax import models
+from cgan_jax.plots import GRID_EXTENSIONS, grid, write_image  # Used here, and by their old names.
 
 
 def build_generator(config: ml_collections.ConfigDict, dataset: dict):
@@ -185,34 +186,6 @@ def interpolation(generator, params, labels: Sequence[int], num_steps: int, seed
 def to_uint8(images) -> np.ndarray:
   """[-1, 1] floats to uint8 pixels."""
   return np.asarray(jnp.clip(jnp.round((images + 1) * 127.5), 0, 255), np.uint8)
-
-
-def grid(images: np.ndarray, num_columns: int, *, min_cell: int = 28, pad: int = 2) -> np.ndarray:
-  """Tiles (N, H, W, C) uint8 images into one picture, `num_columns` per row.
-
-  Small images are enlarged by an integer factor (nearest neighbour) so every cell is
-  at least `min_cell` pixels; cells are separated by `pad` gray pixels.
-  """
-  n, h, w, c = images.shape
-  zoom = max(1, -(-min_cell // h))
-  images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
-  h, w = h * zoom, w * zoom
-  rows = -(-n // num_columns)
-  canvas = np.full((rows * (h + pad) + pad, num_columns * (w + pad) + pad, c), 128, np.uint8)
-  for i, image in enumerate(images):
-    r, col = divmod(i, num_columns)
-    canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
-           pad + col * (w + pad):pad + col * (w + pad) + w] = image
-  return canvas
-
-
-GRID_EXTENSIONS = ('.png', '.jpg', '.jpeg')
-
-
-def write_image(path: str, picture: np.ndarray):
-  """Writes a uint8 HWC picture in the format its extension names (PNG or JPEG)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(path)
 
 
 def class_folder(label, class_names: Sequence) -> str:
