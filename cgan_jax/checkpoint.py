@@ -1,10 +1,15 @@
 """Orbax checkpoints: the train state with its config and dataset metadata beside it."""
 
+import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 from typing import Optional
+import weakref
 
 from absl import logging
 import jax
@@ -59,15 +64,21 @@ def save(manager: ocp.CheckpointManager, state, config: ml_collections.ConfigDic
          metrics: Optional[dict] = None) -> bool:
   """Saves `state` at its step, with the config and dataset metadata beside it.
 
-  `metrics` go to a manager whose `best_fn` ranks checkpoints by them.
+  `metrics` go to a manager whose `best_fn` ranks checkpoints by them. A write that fails (now
+  or in the background: see `check_saves` and `wait`) is a one-line SaveError.
   """
   step = int(jax.device_get(state.step))
   dataset = {'num_classes': info.num_classes, 'image_shape': list(info.image_shape),
              'class_names': list(info.class_names)}
-  return manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      config=ocp.args.JsonSave(json.loads(config.to_json())),
-      dataset=ocp.args.JsonSave(dataset)), force=force, metrics=metrics)
+  wait(manager)  # As Orbax does before a save; a failure of the previous one is reported as such.
+  with save_errors(manager, step):
+    saved = manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        config=ocp.args.JsonSave(json.loads(config.to_json())),
+        dataset=ocp.args.JsonSave(dataset)), force=force, metrics=metrics)
+  if saved:
+    _SAVING[manager] = step
+  return saved
 
 
 def _restore_json(manager, step):
@@ -206,7 +217,7 @@ def restore_newest_good(manager: ocp.CheckpointManager, abstract_state,
   Newer damaged checkpoints are moved to `unreadable_dir` (kept for inspection, and out of
   the way of the steps that training saves again); if no checkpoint is good nothing moves.
   """
-  manager.wait_until_finished()
+  wait(manager)
   steps = sorted(manager.all_steps(), reverse=True)
   if steps and _is_classifier(manager.directory, steps[0]):
     raise ValueError(f'{manager.directory} holds a classifier (cgan_jax.classifier), not a GAN '
@@ -326,3 +337,103 @@ def describe_error(error: Exception, limit: int = 160) -> str:
   if len(text) > limit:
     text = text[:limit].rsplit(' ', 1)[0].rstrip(' ,:;') + ' ...'
   return text
+
+
+class SaveError(RuntimeError):
+  """A checkpoint that could not be written (a full disk, an I/O error): what failed, where, and
+  what to do, in one line."""
+
+
+_SAVING = weakref.WeakKeyDictionary()  # A manager's newest started save: the step that failed.
+_DISK_FULL = ('No space left on device', 'Disk quota exceeded')
+
+
+def wait(manager: ocp.CheckpointManager):
+  """manager.wait_until_finished(); a background save that failed is one SaveError."""
+  with save_errors(manager):
+    manager.wait_until_finished()
+
+
+def check_saves(manager: ocp.CheckpointManager):
+  """Raises the SaveError of a background save that has failed by now, so that training stops
+  at that save; never waits for one in progress. On several processes a failure surfaces at
+  the next save or wait, where they all meet."""
+  if jax.process_count() == 1 and not manager.is_saving_in_progress():
+    wait(manager)
+
+
+def _is_write_error(error: Exception) -> bool:
+  """An operating-system error of a write (Python's, or TensorStore's in Orbax's ValueError)."""
+  text = str(error)
+  return (isinstance(error, OSError) or 'os_error_code=' in text or
+          any(reason in text for reason in _DISK_FULL))
+
+
+@contextlib.contextmanager
+def save_errors(manager: ocp.CheckpointManager, step: Optional[int] = None):
+  """Turns a failed checkpoint write inside into a one-line SaveError (other errors go on)."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except
+    if not _is_write_error(e):
+      raise
+    in_path = re.search(r'/(\d+)\.orbax-checkpoint-tmp', str(e))
+    failed = int(in_path[1]) if in_path else step if step is not None else _SAVING.get(manager)
+    raise SaveError(save_failed_message(e, str(manager.directory), failed)) from None
+
+
+def save_failed_message(error: Exception, directory: str, step: Optional[int]) -> str:
+  """'Saving the checkpoint of step N in DIR failed: why (free space); newest kept; run again.'"""
+  what = f'the checkpoint of step {step}' if step is not None else 'a checkpoint'
+  return _failed_write_message(f'Saving {what} in {directory}', error, directory, step)
+
+
+def _is_disk_full(error: Exception) -> bool:
+  return (getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT) or
+          any(reason in str(error) for reason in _DISK_FULL))
+
+
+def _failed_write_message(what: str, error: Exception, directory: str,
+                          failed_step: Optional[int] = None) -> str:
+  full = _is_disk_full(error)
+  why = f'no space left on device ({_free_space(directory)} free)' if full else describe_error(error)
+  kept = sorted(int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else ())
+                if d.isdigit() and int(d) != failed_step)
+  newest = (f'the newest checkpoint, step {kept[-1]}, is kept' if kept else
+            'no checkpoint was saved before it')
+  fix = 'free some space' if full else 'fix that'
+  return (f'{what} failed: {why}; {newest}. Nothing was deleted: {fix} and run the same command '
+          f'to {"resume" if kept else "start again"}.')
+
+
+@contextlib.contextmanager
+def disk_full_errors(workdir: str):
+  """Any write of a run into `workdir` (events, samples, checkpoints) that fails for want of
+  space ends in one SaveError naming the file, the free space and the checkpoint kept."""
+  try:
+    yield
+  except SaveError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if not _is_disk_full(e):
+      raise
+    path = getattr(e, 'filename', None) or re.search(
+        re.escape(os.path.abspath(workdir)) + r'[^\s;:"\']*', str(e))
+    path = path if isinstance(path, str) or path is None else path[0]
+    raise SaveError(_failed_write_message(f'Writing {path or os.path.abspath(workdir)}', e,
+                                          checkpoint_dir(workdir))) from None
+
+
+def _free_space(path: str) -> str:
+  """The free space of the file system of `path` (or of its nearest existing parent), as '3.1 GB'."""
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path)
+  try:
+    free = shutil.disk_usage(path or '.').free
+  except OSError:
+    return 'unknown'
+  for unit in ('bytes', 'KB', 'MB', 'GB'):
+    if free < 1024 or unit == 'GB':
+      return f'{free:.0f} {unit}' if unit == 'bytes' else f'{free:.1f} {unit}'
+    free /= 1024
+  return ''

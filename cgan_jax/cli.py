@@ -164,6 +164,7 @@ def _parse_flags(argv, quiet: bool = False):
       message = f'--{required[1]} is required'
     raise SystemExit(f'Error: {message}; pass --helpfull to list the flags.') from None
   _expand_home(flags.FLAGS)
+  logging.get_absl_handler().addFilter(not_a_failed_write_report)
   if not flags.FLAGS['verbosity'].present:
     logging.get_absl_handler().addFilter(own_info_or_warning)
     if quiet:
@@ -192,6 +193,15 @@ def _unknown_flag_message(error) -> str:
 def own_info_or_warning(record: python_logging.LogRecord) -> bool:
   """Keeps cgan_jax's log records and every library's warnings and errors."""
   return record.levelno >= python_logging.WARNING or record.pathname.startswith(PACKAGE_DIR)
+
+
+def not_a_failed_write_report(record: python_logging.LogRecord) -> bool:
+  """Drops Orbax's and asyncio's error reports (with tracebacks, several per file) of a write
+  that failed for want of space: the save's one-line error says what to do (checkpoint.SaveError)."""
+  if not any(f'{os.sep}{library}{os.sep}' in record.pathname for library in ('orbax', 'asyncio')):
+    return True
+  text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+  return not any(reason in text for reason in ('No space left on device', 'Disk quota exceeded'))
 
 
 def _expand_home(flag_values):

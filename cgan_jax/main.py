@@ -12,6 +12,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from cgan_jax import checkpoint
 from cgan_jax import cli
 from cgan_jax import host_memory
 from cgan_jax import train
@@ -81,8 +82,10 @@ def main(argv):
   logging.info('JAX process %d/%d, %d of %d devices local: %s', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.local_devices())
+  workdir = FLAGS.workdir or _default_workdir()
   with cli.one_line_errors(ValueError, RuntimeError, PermissionError, FileNotFoundError):
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir or _default_workdir())
+    with checkpoint.disk_full_errors(workdir):
+      train.train_and_evaluate(FLAGS.config, workdir)
 
 
 if __name__ == '__main__':

@@ -169,6 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     unchecked = []  # (first step, metrics) of the chunks whose non-finite flags were not read.
     interval = ({}, 0)  # On-device sums of the metrics since the last log line, and their steps.
     while step < config.num_train_steps:
+      checkpoint.check_saves(manager)  # A background save that failed stops the run here.
       boundary = _next_boundary(step, config)
       k = min(config.steps_per_loop, boundary - step)
       local = [next(batches) for _ in range(k)]
@@ -193,11 +194,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         unchecked = []
         bad_step, message = _nonfinite_report(jax.device_get(dropped[1]), dropped[0])
         if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
-          manager.wait_until_finished()
+          checkpoint.wait(manager)
+          newest = manager.latest_step()
+          kept = 'no checkpoint yet' if newest is None else f'newest checkpoint: step {newest}, kept'
           raise NonFiniteError(
-              f'{message} and nothing was saved (newest checkpoint: step {manager.latest_step()}, '
-              'kept). Lower the learning rates, or set --config.on_nonfinite=restore to go on '
-              'from the last checkpoint with other noise.')
+              f'{message} and nothing was saved ({kept}). Lower the learning rates' + (
+                  ', or set --config.on_nonfinite=restore to go on from the last checkpoint '
+                  'with other noise.' if config.on_nonfinite == 'stop' else
+                  f' (on_nonfinite=restore gave up after {restores} restores without a new '
+                  'checkpoint).'))
         restores += 1
         state = resume()
         # Other noise from here on; the folded key is saved, so resuming stays exact.
@@ -232,20 +237,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if preempted and not done:
         if step not in manager.all_steps():
           checkpoint.save(manager, state, config, info, force=True)
-        manager.wait_until_finished()
+        checkpoint.wait(manager)
         if is_chief:
           why = 'Interrupted' if signal.SIGINT in stop_signals else 'Preempted'
           print(f'{why}: saved a checkpoint at step {step} in {manager.directory}; run the same '
                 'command to resume.', flush=True)
         break
-  manager.wait_until_finished()
+  checkpoint.wait(manager)
   if is_chief and step >= config.num_train_steps:
     print(f'Done: step {step}, checkpoint in {os.path.join(workdir, "checkpoints")}, samples in '
           f'{os.path.join(workdir, "samples.png")}; draw more with python -m cgan_jax.sample '
           f'--workdir={shlex.quote(workdir)} --output=grid.png', flush=True)
   manager.close()
   if best_manager:
-    best_manager.wait_until_finished()
+    checkpoint.wait(best_manager)
     best_manager.close()
   if writer:
     writer.close()

@@ -1,15 +1,20 @@
 """Every mistake gets a one-line answer: config files, flags, checkpoints, disks and images."""
 
+import errno
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from cgan_jax import checkpoint
 from cgan_jax import cli
+from cgan_jax import input_pipeline
 from cgan_jax import train
 from tests.conftest import REPO, make_tiny_config
 
@@ -156,3 +161,133 @@ def test_sample_cli_names_the_readable_steps_in_one_line(trained, tmp_path):
   assert len(lines) == 1 and lines[0].startswith(f'Error: Checkpoint {checkpoint.checkpoint_dir(workdir)}/4 is unreadable')
   assert lines[0].endswith('the readable steps are [2]; pass --step=2 or leave --step out.')
   assert not os.path.exists(tmp_path / 'x.png')
+
+
+def _fail_save_of_step(monkeypatch, failing_step, background):
+  """Makes Orbax's save of `failing_step` fail for want of space: at once, or (`background`) in
+  its background thread, reported when the manager is next waited for, as Orbax does."""
+  real_save = ocp.CheckpointManager.save
+  real_wait = ocp.CheckpointManager.wait_until_finished
+  failed = []
+  error = OSError(errno.ENOSPC, 'No space left on device')
+
+  def save(self, step, *args, **kwargs):
+    if step == failing_step and not failed:
+      failed.append(step)
+      if not background:
+        raise error
+      return True  # Nothing written, as when the background thread fails.
+    return real_save(self, step, *args, **kwargs)
+
+  def wait_until_finished(self):
+    if failed and background and failed[0] is not None:
+      failed[0] = None
+      raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{self.directory}/'
+                       f'{failing_step}.orbax-checkpoint-tmp/state/_sharding": No space left on '
+                       "device [os_error_code='28']")
+    return real_wait(self)
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+  monkeypatch.setattr(ocp.CheckpointManager, 'wait_until_finished', wait_until_finished)
+
+
+@pytest.mark.parametrize('background', [False, True])
+def test_a_full_disk_stops_at_the_failed_save_and_keeps_the_newest_checkpoint(
+    tmp_path, monkeypatch, capsys, background):
+  config = make_tiny_config()
+  config.num_train_steps, config.checkpoint_every_steps, config.sample_every_steps = 12, 4, 0
+  workdir = str(tmp_path / 'run')
+  _fail_save_of_step(monkeypatch, 8, background)
+  with pytest.raises(checkpoint.SaveError, match='^' + re.escape(
+      f'Saving the checkpoint of step 8 in {checkpoint.checkpoint_dir(workdir)} failed: no space '
+      'left on device (') + r'[0-9.]+ [KMG]?B(ytes)? free\); ' + re.escape(
+      'the newest checkpoint, step 4, is kept. Nothing was deleted: free some space and run the '
+      'same command to resume.') + '$'):
+    train.train_and_evaluate(config, workdir)
+  logged = [int(line.split()[1].split('/')[0]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith('step ')]
+  assert max(logged) == 8  # Stopped at the failed save (the background one: before step 10).
+  assert sorted(os.listdir(checkpoint.checkpoint_dir(workdir))) == ['4']
+
+
+def test_a_full_disk_elsewhere_in_the_workdir_is_one_line(tmp_path):
+  workdir = str(tmp_path / 'run')
+  os.makedirs(os.path.join(checkpoint.checkpoint_dir(workdir), '6'))
+  events = os.path.join(workdir, 'events.out.tfevents.1')
+  with pytest.raises(checkpoint.SaveError, match='^' + re.escape(
+      f'Writing {events} failed: no space left on device (') + r'.* free\); ' + re.escape(
+      'the newest checkpoint, step 6, is kept. Nothing was deleted: free some space and run the '
+      'same command to resume.')):
+    with checkpoint.disk_full_errors(workdir):
+      raise RuntimeError(f'{events}; No space left on device\n\tFailed to flush 1 events')
+  with pytest.raises(KeyError):  # Other errors go on as they are.
+    with checkpoint.disk_full_errors(workdir):
+      raise KeyError('x')
+
+
+def test_library_reports_of_a_full_disk_are_dropped_others_kept():
+  def record(path, message, level=logging.ERROR):
+    return logging.LogRecord('absl', level, path, 1, message, (), None)
+  orbax = os.path.join(os.path.dirname(ocp.__file__), 'future.py')
+  assert not cli.not_a_failed_write_report(record(orbax, 'RESOURCE_EXHAUSTED: No space left on device'))
+  assert cli.not_a_failed_write_report(record(orbax, 'RESOURCE_EXHAUSTED: out of memory'))
+  assert cli.not_a_failed_write_report(record(cli.__file__, 'No space left on device'))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 1 MiB tmpfs (skipped where mounting one is not allowed)."""
+  path = tmp_path / 'disk'
+  path.mkdir()
+  if os.geteuid() != 0 or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1M', 'tmpfs',
+                                          str(path)], capture_output=True).returncode:
+    pytest.skip('cannot mount a tmpfs here')
+  yield path
+  subprocess.run(['umount', str(path)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_on_stderr(small_disk):
+  workdir = small_disk / 'run'
+  code, lines = _main(f'--workdir={workdir}', '--config.model.g_width=8', '--config.model.d_width=8',
+                      '--config.model.latent_dim=8', '--config.model.embed_dim=4',
+                      '--config.batch_size=16', '--config.num_train_steps=400',
+                      '--config.steps_per_loop=2', '--config.checkpoint_every_steps=4',
+                      '--config.keep_checkpoints=100', '--config.sample_every_steps=0',
+                      '--verbosity=-1')
+  assert code == 1
+  assert len(lines) == 1 and re.match(r'Error: Saving the checkpoint of step \d+ in .* failed: no '
+                                      r'space left on device \(.* free\); the newest checkpoint, '
+                                      r'step \d+, is kept\.', lines[0]), lines
+  kept = int(re.search(r'the newest checkpoint, step (\d+)', lines[0])[1])
+  assert str(kept) in os.listdir(workdir / 'checkpoints')
+
+
+def _poison_every_batch(monkeypatch):
+  """Every image batch the trainer reads is NaN."""
+  original = input_pipeline.create_dataset
+
+  class Poisoned:
+    def __init__(self, ds):
+      self.ds = ds
+
+    def as_numpy_iterator(self):
+      for batch in self.ds.as_numpy_iterator():
+        yield {**batch, 'image': batch['image'] * np.nan}
+
+  def create_dataset(*args, **kwargs):
+    ds, info = original(*args, **kwargs)
+    return Poisoned(ds), info
+  monkeypatch.setattr(input_pipeline, 'create_dataset', create_dataset)
+
+
+@pytest.mark.parametrize('on_nonfinite,advice', [
+    ('stop', ', or set --config.on_nonfinite=restore to go on from the last checkpoint with '
+     'other noise.'),
+    ('restore', ' (on_nonfinite=restore gave up after 3 restores without a new checkpoint).'),
+])
+def test_nonfinite_message_of_a_fresh_run(tmp_path, monkeypatch, on_nonfinite, advice):
+  config = make_tiny_config()
+  config.on_nonfinite = on_nonfinite
+  _poison_every_batch(monkeypatch)
+  with pytest.raises(train.NonFiniteError, match=r'^Step 1: non-finite .* and nothing was saved '
+                     r'\(no checkpoint yet\)\. Lower the learning rates' + re.escape(advice) + '$'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
