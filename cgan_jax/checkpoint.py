@@ -37,16 +37,65 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def check_writable(directory: str, flag: str = '--workdir'):
-  """Makes `directory` if needed; a one-line PermissionError if no file can be written there."""
+  """Makes `directory` if needed; a one-line PermissionError if no file can be written there.
+
+  Directories made here are removed again if the command fails and leaves them empty
+  (remove_made_dirs_left_empty, called by cli.run).
+  """
   if os.path.isfile(directory):
     raise PermissionError(f'{flag}={directory} is a file; choose a directory.')
+  made = _outermost_missing(directory)
   try:
     os.makedirs(directory, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory):
       pass
   except OSError as e:
-    raise PermissionError(f'Cannot write to {flag}={directory} ({e.strerror}); '
-                          'choose a directory you can write to.') from None
+    if made:
+      _remove_empty_dirs(made)
+    blocker = _file_on_the_way(directory)
+    reason = f'{blocker} is a file' if blocker else {
+        errno.EACCES: 'permission denied', errno.EPERM: 'permission denied',
+        errno.EROFS: 'a read-only file system', errno.ENOSPC: 'no space left on device',
+        errno.EDQUOT: 'disk quota exceeded'}.get(e.errno, 'no file can be created there')
+    raise PermissionError(f'Cannot write to {flag}={directory} ({reason}); choose a directory '
+                          'you can write to.') from None
+  if made:
+    _MADE_DIRS.append(made)
+
+
+_MADE_DIRS = []  # The outermost directory each check_writable made.
+
+
+def _outermost_missing(path: str) -> Optional[str]:
+  """The outermost directory of `path` (itself included) that does not exist yet, or None."""
+  path, missing = os.path.abspath(path), None
+  while not os.path.lexists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
+def _file_on_the_way(path: str) -> Optional[str]:
+  """`path` or the parent of it that exists as something other than a directory, or None."""
+  path = os.path.abspath(path)
+  while not os.path.lexists(path):
+    path = os.path.dirname(path)
+  return None if os.path.isdir(path) else path
+
+
+def _remove_empty_dirs(top: str):
+  """Removes `top` and the directories below it that are empty (never a file), deepest first."""
+  for root, _, _ in os.walk(top, topdown=False):
+    try:
+      os.rmdir(root)
+    except OSError:
+      pass
+
+
+def remove_made_dirs_left_empty():
+  """Removes what check_writable made and the command left empty: a failed start leaves no
+  empty --workdir or --output behind."""
+  while _MADE_DIRS:
+    _remove_empty_dirs(_MADE_DIRS.pop())
 
 
 def create_manager(workdir: str, config: ml_collections.ConfigDict,

@@ -291,3 +291,31 @@ def test_nonfinite_message_of_a_fresh_run(tmp_path, monkeypatch, on_nonfinite, a
   with pytest.raises(train.NonFiniteError, match=r'^Step 1: non-finite .* and nothing was saved '
                      r'\(no checkpoint yet\)\. Lower the learning rates' + re.escape(advice) + '$'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_unwritable_directories_are_named_with_the_reason(tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  cases = [
+      (str(tmp_path / 'a_file'), f'--output={tmp_path}/a_file is a file; choose a directory.'),
+      (str(tmp_path / 'a_file' / 'out'), f'Cannot write to --output={tmp_path}/a_file/out '
+       f'({tmp_path}/a_file is a file); choose a directory you can write to.'),
+      ('/proc', 'Cannot write to --output=/proc (no file can be created there); choose a '
+       'directory you can write to.'),  # Not 'No such file or directory': /proc exists.
+  ]
+  for directory, message in cases:
+    with pytest.raises(PermissionError) as e:
+      checkpoint.check_writable(directory, '--output')
+    assert str(e.value) == message
+
+
+def test_a_failed_start_leaves_no_empty_directory_it_made(tmp_path):
+  kept = tmp_path / 'kept'
+  kept.mkdir()
+  checkpoint.check_writable(str(kept), '--output')  # There before: stays.
+  checkpoint.check_writable(str(tmp_path / 'new' / 'run'))
+  checkpoint.check_writable(str(tmp_path / 'written'))
+  os.makedirs(tmp_path / 'new' / 'run' / 'checkpoints')  # Empty, as Orbax leaves it.
+  (tmp_path / 'written' / 'events').write_text('x')
+  checkpoint.remove_made_dirs_left_empty()
+  assert sorted(os.listdir(tmp_path)) == ['kept', 'written']
+  assert os.listdir(tmp_path / 'written') == ['events']
