@@ -7,6 +7,7 @@ import importlib.util
 import logging as python_logging
 import os
 import re
+import sys
 import traceback
 
 from absl import app
@@ -139,23 +140,31 @@ def _check_fields(config: ml_collections.ConfigDict, path: str):
 def run(main, *, quiet: bool = False):
   """app.run(main): --config's mistakes reported in one line, '~' expanded in paths.
 
-  Unless --verbosity is given, libraries log only warnings and errors (Orbax wrote ~40 INFO
-  lines per checkpoint), and with `quiet` cgan_jax too; Orbax's notices of read-only
+  Unless --verbosity is given, libraries log only warnings and errors (Orbax writes dozens of
+  INFO lines per checkpoint), and with `quiet` cgan_jax too; Orbax's notices of read-only
   directories and TensorStore's late tracebacks are dropped (checkpoint.install_quiet_hooks).
   """
   checkpoint.install_quiet_hooks()
-  app.run(functools.partial(_main_then_tidy, main),
-          flags_parser=functools.partial(_parse_flags, quiet=quiet))
+  app.run(main, flags_parser=functools.partial(_parse_flags, quiet=quiet))
 
 
-def _main_then_tidy(main, argv):
-  """main(argv); if it fails, the directories it made for its output and left empty go again."""
-  try:
-    return main(argv)
-  except BaseException as e:
-    if not (isinstance(e, SystemExit) and e.code in (None, 0)):
-      checkpoint.remove_made_dirs_left_empty()
-    raise
+def no_arguments(argv):
+  """The commands take flags only: absl's usage error (with the usage) for anything else."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+
+
+def define_run_flags(ema_verb: str):
+  """--workdir (required), --step, --seed and --ema, the flags of the commands that read a
+  training run's checkpoint, defined as the calling module's (so --help lists them)."""
+  caller = sys._getframe(1).f_globals.get('__name__')  # pylint: disable=protected-access
+  module = sys.argv[0] if caller == '__main__' else caller  # absl's name for the main module.
+  flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True,
+                      module_name=module)
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.', module_name=module)
+  flags.DEFINE_integer('seed', 0, 'Seed of the noise.', module_name=module)
+  flags.DEFINE_bool('ema', True, f"{ema_verb} the EMA of G's weights (the raw weights with "
+                    '--noema).', module_name=module)
 
 
 def _parse_flags(argv, quiet: bool = False):

@@ -16,7 +16,6 @@ import glob
 import os
 from typing import Dict, List, Optional, Tuple
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
@@ -259,22 +258,16 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
+  cli.no_arguments(argv)
+  with cli.one_line_errors(ValueError, OSError):
     inspect_workdir(FLAGS.workdir, FLAGS.output, step=FLAGS.step, use_ema=FLAGS.ema,
                     num_per_class=FLAGS.num_per_class, num_steps=FLAGS.num_steps, seed=FLAGS.seed)
-  except (ValueError, OSError) as e:
-    raise SystemExit(f'Error: {e}') from None
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
+  cli.define_run_flags('Inspect')
   flags.DEFINE_string('output', None, 'Where tables and pictures go; default WORKDIR/inspect.')
-  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
-  flags.DEFINE_bool('ema', True, "Inspect the EMA of G's weights (the raw weights with --noema).")
   flags.DEFINE_integer('num_per_class', 100, 'Noise draws per class in the PCA picture.',
                        lower_bound=1)
   flags.DEFINE_integer('num_steps', 8, 'Images per interpolation row.', lower_bound=2)
-  flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
   cli.run(main, quiet=True)

@@ -6,7 +6,6 @@ join through `jax.distributed.initialize` and train one model together.
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -70,8 +69,7 @@ def _default_workdir() -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   if FLAGS.config.reuse_host_memory:
     host_memory.keep_freed_memory()
   try:

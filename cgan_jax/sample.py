@@ -11,7 +11,6 @@ import functools
 import os
 from typing import Optional, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -23,6 +22,7 @@ import tqdm
 from cgan_jax import checkpoint
 from cgan_jax import cli
 from cgan_jax import conditioning
+from cgan_jax import console
 from cgan_jax import labels as labels_lib
 from cgan_jax import models
 from cgan_jax.plots import GRID_EXTENSIONS, grid, write_image  # Used here, and by their old names.
@@ -272,27 +272,21 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    print(sample_to_file(FLAGS.workdir, FLAGS.output, num_per_class=FLAGS.num_per_class,
-                         labels=FLAGS.labels or None, step=FLAGS.step, seed=FLAGS.seed,
-                         use_ema=FLAGS.ema, truncation=FLAGS.truncation,
-                         interpolate_steps=FLAGS.num_steps if FLAGS.interpolate else 0,
-                         per_class_dir=FLAGS.per_class_dir, progress=True))
-  except (ValueError, OSError) as e:
-    raise SystemExit(f'Error: {e}') from None
+  cli.no_arguments(argv)
+  with cli.one_line_errors(ValueError, OSError):
+    console.say(sample_to_file(FLAGS.workdir, FLAGS.output, num_per_class=FLAGS.num_per_class,
+                               labels=FLAGS.labels or None, step=FLAGS.step, seed=FLAGS.seed,
+                               use_ema=FLAGS.ema, truncation=FLAGS.truncation,
+                               interpolate_steps=FLAGS.num_steps if FLAGS.interpolate else 0,
+                               per_class_dir=FLAGS.per_class_dir, progress=True))
 
 
 if __name__ == '__main__':
-  flags.DEFINE_string('workdir', None, 'Training directory holding checkpoints/.', required=True)
+  cli.define_run_flags('Sample')
   flags.DEFINE_string('output', None, 'FILE.png or FILE.jpg for a grid, FILE.npz for arrays x, y.')
   flags.DEFINE_integer('num_per_class', 10, 'Samples per requested class.', lower_bound=1)
   flags.DEFINE_string('labels', None, "Comma-separated class ids or names (attribute values "
                       "joined by ':'); default: every class.")
-  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the newest.')
-  flags.DEFINE_integer('seed', 0, 'Seed of the noise.')
-  flags.DEFINE_bool('ema', True, "Sample the EMA of G's weights (the raw weights with --noema).")
   flags.DEFINE_float('truncation', None, 'Redraw noise entries with |z| above this (e.g. 1.0).')
   flags.DEFINE_bool('interpolate', False,
                     'One row per label between two fixed noise vectors, instead of samples.')
