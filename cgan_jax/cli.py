@@ -145,7 +145,18 @@ def run(main, *, quiet: bool = False):
   directories and TensorStore's late tracebacks are dropped (checkpoint.install_quiet_hooks).
   """
   checkpoint.install_quiet_hooks()
-  app.run(main, flags_parser=functools.partial(_parse_flags, quiet=quiet))
+  app.run(functools.partial(_main_then_tidy, main),
+          flags_parser=functools.partial(_parse_flags, quiet=quiet))
+
+
+def _main_then_tidy(main, argv):
+  """main(argv); if it fails, the directories it made for its output and left empty go again."""
+  try:
+    return main(argv)
+  except BaseException as e:
+    if not (isinstance(e, SystemExit) and e.code in (None, 0)):
+      checkpoint.remove_made_dirs_left_empty()
+    raise
 
 
 def no_arguments(argv):
