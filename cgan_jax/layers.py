@@ -326,6 +326,7 @@ class ConvPatches(nn.Module):
   stride: int = 1
   dtype: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
+  use_bias: bool = True  # False before a batch norm, which would cancel it.
   impl: str = 'auto'
 
   @nn.compact
@@ -334,7 +335,8 @@ class ConvPatches(nn.Module):
     impl = ('patches' if jax.default_backend() == 'cpu' else 'conv') if self.impl == 'auto' else self.impl
     cin = x.shape[-1]
     kernel = self.param('kernel', self.kernel_init, (k, k, cin, self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    bias = (self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias
+            else jnp.zeros((self.features,)))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     if impl == 'conv':
       return jax.lax.conv_general_dilated(x, kernel, (s, s), 'SAME',

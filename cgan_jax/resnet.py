@@ -37,6 +37,7 @@ class GBlock(nn.Module):
   features: int
   norm: str  # 'cbn': gain and bias from the condition vector; 'batch': learned, unconditional.
   train: bool
+  out_bias: bool = True  # False when only a batch norm follows (it would cancel the biases).
   dtype: Any = jnp.float32
   layer_impl: str = 'auto'
 
@@ -48,12 +49,13 @@ class GBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, cond):
-    conv = lambda k, name: layers.ConvPatches(self.features, k, dtype=self.dtype, name=name,
-                                              impl=self.layer_impl)
+    # Biases that a batch norm cancels get no gradient but Adam's normalised noise: left out.
+    conv = lambda k, name, bias: layers.ConvPatches(self.features, k, dtype=self.dtype, name=name,
+                                                    use_bias=bias, impl=self.layer_impl)
     h = _upsample(nn.relu(self._norm(x, cond, 'norm1')))
-    h = conv(3, 'conv1')(h)
-    h = conv(3, 'conv2')(nn.relu(self._norm(h, cond, 'norm2')))
-    return h + conv(1, 'shortcut')(_upsample(x))
+    h = conv(3, 'conv1', False)(h)
+    h = conv(3, 'conv2', self.out_bias)(nn.relu(self._norm(h, cond, 'norm2')))
+    return h + conv(1, 'shortcut', self.out_bias)(_upsample(x))
 
 
 class ResNetGenerator(nn.Module):
@@ -94,7 +96,11 @@ class ResNetGenerator(nn.Module):
       cond = shared
       if shared is not None and self.hierarchical_z:
         cond = jnp.concatenate([shared, chunks[i + 1].astype(shared.dtype)], axis=-1)
-      x = GBlock(self.width, self.norm, train, self.dtype, self.layer_impl, name=f'block{i}')(x, cond)
+      # The last block feeds only the output batch norm unless a label map comes between.
+      last_to_norm = i == self.num_upsamples - 1 and not (
+          self.conditioning == 'channel' and self.condition_at == self.num_upsamples)
+      x = GBlock(self.width, self.norm, train, not last_to_norm, self.dtype, self.layer_impl,
+                 name=f'block{i}')(x, cond)
     if self.conditioning == 'channel' and self.condition_at == self.num_upsamples:
       x = conditioning.concat_label_map(x, labels, num_classes=self.num_classes,
                                         embed_dim=self.embed_dim, pretrained=self.pretrained_embed)

@@ -12,6 +12,7 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from cgan_jax import augment
 from cgan_jax import conditioning
 from cgan_jax import labels as labels_lib
 from cgan_jax import losses
@@ -83,6 +84,8 @@ def _example_keys(key, n_local: int):
   return jax.vmap(jax.random.fold_in, (None, 0))(key, first + jnp.arange(n_local))
 
 
+_AUGMENT_SALT = 0x5A17  # Folded into an example's dropout key for its augmentation key.
+
 # config.d_update: D's real and fake terms in one optimiser step, or in two (the Keras tutorial).
 _D_PHASES = {'joint': (('real', 'fake'),), 'separate': (('real',), ('fake',))}
 
@@ -102,6 +105,7 @@ class StepParts(NamedTuple):
   d_tx: Any
   loss: losses.GANLoss
   counts: tuple  # Class counts per attribute: generated labels are uniform over each.
+  transforms: tuple = ()  # config.augment's transforms, applied to every image D sees.
 
   @property
   def acgan(self) -> bool:
@@ -128,8 +132,13 @@ def generate(parts: StepParts, g_params, key, n: int) -> Examples:
 
 
 def d_logits(parts: StepParts, d_params, d_stats, images, labels, dropout_keys):
-  """D on a batch: logits, class logits (AC-GAN) and D's updated batch_stats."""
-  # Each example's dropout mask comes from its own key: device-count invariant.
+  """D on a batch (augmented per config.augment): logits, class logits (AC-GAN) and D's
+  updated batch_stats."""
+  # Each example's dropout mask and augmentation come from its own key: device-count invariant.
+  if parts.transforms:
+    augment_keys = jax.vmap(jax.random.fold_in, (0, None))(dropout_keys, _AUGMENT_SALT)
+    images = augment.augment(images, augment_keys, parts.transforms,
+                             parts.config.augment_probability)
   logits, aux = parts.discriminator.apply(
       {'params': d_params, 'batch_stats': d_stats}, images, labels, train=True,
       dropout_keys=dropout_keys, mutable=['batch_stats', 'intermediates'])
@@ -262,7 +271,8 @@ def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
   check_d_update(config.d_update)
   parts = StepParts(config=config, generator=generator, discriminator=discriminator, g_tx=g_tx,
                     d_tx=d_tx, loss=losses.get_loss(config.loss),
-                    counts=labels_lib.attribute_counts(num_classes))
+                    counts=labels_lib.attribute_counts(num_classes),
+                    transforms=augment.parse_policy(config.augment))
   return guard_nonfinite(functools.partial(train_step, parts))
 
 
