@@ -249,7 +249,7 @@ def _expand_home(flag_values):
     node = functools.reduce(lambda c, key: c.get(key) or {}, parents, config)
     if node.get(leaf):
       node[leaf] = _absolute(node[leaf])
-  if config.dataset.startswith(FOLDER_PREFIX):
+  if config.dataset.startswith(FOLDER_PREFIX) and config.dataset[len(FOLDER_PREFIX):].strip():
     config.dataset = FOLDER_PREFIX + _absolute(config.dataset[len(FOLDER_PREFIX):])
 
 

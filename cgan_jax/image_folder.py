@@ -23,9 +23,16 @@ class Layout(NamedTuple):
   files: list  # The image files read, of every split.
 
 
-def layout(path: str) -> Layout:
-  """Checks the image folder `path` (one-line errors, warnings of skipped files and empty
-  classes) and lays it out for tfds.ImageFolder."""
+def layout(path: str, train_split: str = 'train') -> Layout:
+  """Checks the image folder `path` (one-line errors, warnings of skipped files and of classes
+  the held-out splits lack) and lays it out for tfds.ImageFolder.
+
+  Every class needs images in `train_split`'s folder: an empty class folder is an error in
+  either layout, and so is a class that only other splits hold.
+  """
+  if not path.strip():
+    raise ValueError("config.dataset='folder:' names no folder; give --config.dataset=folder:PATH "
+                     'with PATH/<split>/<label>/*.png or PATH/<label>/*.png.')
   if not os.path.isdir(path):
     problem = 'is a file, not a folder (extract an archive first)' if os.path.isfile(path) else (
         'does not exist')
@@ -48,7 +55,7 @@ def layout(path: str) -> Layout:
                         'reads only PNG and JPEG.', 1, path, found)
   images = {split: {label: [f for f in fs if f.lower().endswith(IMAGE_EXTENSIONS)]
                     for label, fs in labels.items()} for split, labels in class_files.items()}
-  _warn_of_classes_without_images(path, images)
+  _check_classes_have_images(path, images, splits, _split_names(train_split))
   # tfds.ImageFolder reads the images directly in each class folder: subfolders of a class
   # (as torchvision and Keras read them), hidden folders and a flat layout need a view.
   nested = any(os.path.dirname(f) != os.path.join(splits[split], label)
@@ -95,15 +102,40 @@ def _has_images(folder) -> bool:
   return any(f.lower().endswith(IMAGE_EXTENSIONS) for f in os.listdir(folder))
 
 
-def _warn_of_classes_without_images(path, images: dict):
-  """Warns of classes (the class folders of all splits) that a split with images has none of."""
+def _split_names(split: str) -> set:
+  """The split names in a TFDS split expression: 'train[:90%]+test' -> {'train', 'test'}."""
+  return {part.split('[')[0].strip() for part in split.split('+')}
+
+
+_WARNED = set()  # (folder, split) pairs already warned of: the folder is checked once per use.
+
+
+def _check_classes_have_images(path, images: dict, splits: dict, train_splits: set):
+  """A one-line error for an empty class folder, or a class the `train_splits` have no images of;
+  a warning (once) of classes another split lacks."""
   classes = sorted({label for labels in images.values() for label in labels})
+  # A split without any image is named where it is read ('no images in split ...').
+  images = {split: labels for split, labels in images.items() if any(labels.values())}
   for split, labels in images.items():
-    empty = [label for label in classes if not labels.get(label)]
-    if empty and len(empty) < len(classes):
-      logging.warning('Image folder %r: split %r has no images of class %s; it is still a class '
-                      '(a label the model takes), with nothing to learn from.', path, split,
-                      ', '.join(map(repr, empty)))
+    empty = [label for label, files in labels.items() if not files]
+    if empty:
+      folder = os.path.relpath(os.path.join(splits[split], empty[0]), path)
+      raise ValueError(f'Image folder {path!r}: class folder {folder!r} has no PNG or JPEG '
+                       'images; add images or remove the folder.')
+  training = [split for split in images if split in train_splits]
+  trained = {label for split in training for label, files in images[split].items() if files}
+  untrained = [label for label in classes if label not in trained]
+  if training and untrained:
+    raise ValueError(f'Image folder {path!r}: split {" + ".join(map(repr, training))} has no '
+                     f'class folder {", ".join(map(repr, untrained))}, which other splits have; '
+                     'every class needs training images: add them or remove the class from the '
+                     'other splits.')
+  for split, labels in images.items():
+    lacking = [label for label in classes if not labels.get(label)]
+    if lacking and split not in train_splits and (path, split) not in _WARNED:
+      _WARNED.add((path, split))
+      logging.warning('Image folder %r: split %r has no images of class %s; that class is not '
+                      'evaluated there.', path, split, ', '.join(map(repr, lacking)))
 
 
 def _folder_view(splits: dict) -> str:
@@ -176,14 +208,19 @@ def image_shape_from_headers(path, files, limit: int = 50_000):
 
 def first_unreadable_message(path: str):
   """'FILE is not a readable image (...); fix or remove it.' for the first image under `path`
-  that PIL cannot read, else None (a scan made only after a failure)."""
+  that PIL cannot read or decode to the end (a JPEG cut short keeps a readable header), else
+  None (a scan made only after a failure)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   for root, files in _image_files_by_folder(path):
     for f in files:
       try:
         with Image.open(os.path.join(root, f)) as im:
-          im.verify()
+          im.verify()  # Checksums (PNG), which decoding alone skips.
+        with Image.open(os.path.join(root, f)) as im:
+          im.load()
       except Exception as e:  # pylint: disable=broad-except
+        reason = ' '.join(str(e).split())
+        reason = reason if len(reason) <= 100 else reason[:100].rsplit(' ', 1)[0] + ' ...'
         return (f'{os.path.join(root, f)} is not a readable image ({type(e).__name__}: '
-                f'{str(e)[:100]}); fix or remove it.')
+                f'{reason}); fix or remove it.')
   return None

@@ -1,6 +1,7 @@
 """tf.data input: TFDS datasets, image folders and scikit-learn's digits, sharded per host."""
 
 import functools
+import re
 import socket
 import types
 from typing import Optional
@@ -68,7 +69,7 @@ class _Source:
   # A folder of class subfolders: PATH/<split>/<label>/*.png (the tfds.ImageFolder layout), or
   # PATH/<label>/*.png (torchvision's and Keras' layout), read as one split, 'train'.
   def _init_folder(self, path):
-    folder = image_folder.layout(path)
+    folder = image_folder.layout(path, self.config.train_split)
     builder = tfds.ImageFolder(folder.root)
     self._builder = builder
     self.num_classes = builder.info.features['label'].num_classes
@@ -324,10 +325,12 @@ def _label_message(config, error_message: str) -> str:
 
 def _unreadable_image_message(config, error) -> str:
   """Names the first file PIL cannot read in a folder dataset (found only after a failure)."""
-  detail = (error.message or str(error)).strip().splitlines()[0][:200]
   if config.dataset.startswith(FOLDER_PREFIX):
-    message = image_folder.first_unreadable_message(config.dataset[len(FOLDER_PREFIX):])
-    if message:
-      return message
+    path = config.dataset[len(FOLDER_PREFIX):]
+    return image_folder.first_unreadable_message(path) or (
+        f'TensorFlow could not decode an image under {path!r} that PIL reads; check that its '
+        'files are PNG or JPEG inside (not renamed from another format).')
+  detail = re.sub(r'\{\{[^}]*\}\}\s*', '', (error.message or str(error)).strip()).splitlines()
+  detail = detail[0][:200] if detail else type(error).__name__
   return (f'Could not read the images of {config.dataset!r} ({detail}); check that its files '
-          'are intact (prepare a TFDS dataset again).')
+          'are intact (prepare the TFDS dataset again).')

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
+from PIL import Image
 import pytest
 
 from cgan_jax import checkpoint
@@ -319,3 +320,48 @@ def test_a_failed_start_leaves_no_empty_directory_it_made(tmp_path):
   checkpoint.remove_made_dirs_left_empty()
   assert sorted(os.listdir(tmp_path)) == ['kept', 'written']
   assert os.listdir(tmp_path / 'written') == ['events']
+
+
+def _image_folder(root, layout, classes=('cat', 'dog', 'eel'), ext='png'):
+  """Four random 16x16 images per class, in PATH/<split>/<label>/ or PATH/<label>/."""
+  rng = np.random.RandomState(0)
+  for split in ('train', 'test') if layout == 'split' else ('',):
+    for c in classes:
+      os.makedirs(os.path.join(root, split, c))
+      for i in range(4):
+        Image.fromarray(rng.randint(0, 255, (16, 16)).astype(np.uint8)).save(
+            os.path.join(root, split, c, f'{i}.{ext}'), quality=95)
+  return f'folder:{root}'
+
+
+def test_a_jpeg_cut_short_after_its_header_is_named(tmp_path):
+  config = make_tiny_config()
+  config.dataset = _image_folder(str(tmp_path / 'data'), 'flat', ext='jpg')
+  bad = tmp_path / 'data' / 'dog' / '2.jpg'
+  bad.write_bytes(bad.read_bytes()[:int(bad.stat().st_size * 0.7)])  # The header is intact.
+  ds, _ = input_pipeline.create_dataset(config, 'train', 4, train=False)
+  with pytest.raises(ValueError) as e:
+    list(input_pipeline.numpy_batches(ds, config))
+  assert str(e.value) == (f'{bad} is not a readable image (OSError: image file is truncated '
+                          f'({str(e.value).split("truncated (")[1].split(")")[0]})); fix or remove it.')
+
+
+def test_an_empty_folder_path_is_an_error(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)  # Not read as the working directory.
+  _image_folder(str(tmp_path / 'data'), 'split')
+  config = make_tiny_config()
+  config.dataset = 'folder:'
+  with pytest.raises(ValueError, match=r"^config.dataset='folder:' names no folder; give "
+                                       r'--config.dataset=folder:PATH'):
+    input_pipeline.get_info(config)
+
+
+@pytest.mark.parametrize('layout', ['split', 'flat'])
+def test_an_empty_class_folder_is_an_error_in_either_layout(tmp_path, layout):
+  config = make_tiny_config()
+  config.dataset = _image_folder(str(tmp_path), layout)
+  os.makedirs(tmp_path / ('train' if layout == 'split' else '') / 'fox')
+  folder = 'train/fox' if layout == 'split' else 'fox'
+  with pytest.raises(ValueError, match=f"class folder '{folder}' has no PNG or JPEG images; add "
+                                       'images or remove the folder.$'):
+    input_pipeline.get_info(config)

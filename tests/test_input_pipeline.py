@@ -213,6 +213,8 @@ def test_folder_of_mixed_sizes_needs_image_size(tiny_config, tmp_path):
   os.rename(tmp_path / 'a' / 'train', tmp_path / 'train')
   _write_folder(str(tmp_path / 'b'), size=16)
   os.rename(tmp_path / 'b' / 'test', tmp_path / 'test')
+  shutil.rmtree(tmp_path / 'a')  # Their other splits: not splits of this folder.
+  shutil.rmtree(tmp_path / 'b')
   tiny_config.dataset = f'folder:{tmp_path}'
   with pytest.raises(ValueError, match='varying size; set --config.image_size'):
     input_pipeline.get_info(tiny_config)
@@ -313,14 +315,21 @@ def test_linked_class_folders_are_read(tiny_config, tmp_path):
 
 
 def test_classes_a_split_lacks_are_named(tiny_config, tmp_path, caplog):
+  """A class the held-out split lacks is a warning (once); one training lacks is an error."""
   _write_folder(str(tmp_path))
-  (tmp_path / 'train' / 'fox').mkdir()
-  shutil.copytree(tmp_path / 'test' / 'eel', tmp_path / 'test' / 'gnu')
+  shutil.copytree(tmp_path / 'train' / 'eel', tmp_path / 'train' / 'fox')
   tiny_config.dataset = f'folder:{tmp_path}'
   with caplog.at_level(logging.WARNING):
-    assert input_pipeline.get_info(tiny_config).num_classes == 5
-  assert "split 'train' has no images of class 'fox', 'gnu'" in caplog.text
-  assert "split 'test' has no images of class 'fox';" in caplog.text
+    assert input_pipeline.get_info(tiny_config).num_classes == 4
+    input_pipeline.get_info(tiny_config)
+  assert caplog.text.count("split 'test' has no images of class 'fox'; that class is not "
+                           'evaluated there.') == 1
+  shutil.copytree(tmp_path / 'test' / 'eel', tmp_path / 'test' / 'gnu')
+  with pytest.raises(ValueError, match=r"split 'train' has no class folder 'gnu', which other "
+                                       r'splits have; every class needs training images'):
+    input_pipeline.get_info(tiny_config)
+  tiny_config.train_split = 'train[:50%]+test'  # Either split's images train.
+  assert input_pipeline.get_info(tiny_config).num_classes == 5
 
 
 @pytest.mark.parametrize('content,message', [
