@@ -1,4 +1,4 @@
-"""Differentiable augmentation of what D sees (DiffAugment, Zhao et al. 2020; ADA, Karras et al. 2020).
+"""Differentiable augmentation of what D sees (DiffAugment, Zhao et al. 2020).
 
 Real and generated images pass through the same random transforms before D, so D cannot
 memorise a small training set and G's gradient flows through the transforms. Each example
@@ -92,7 +92,3 @@ def augment(images, keys, transforms: Sequence[Callable], probability=1.0):
     return images
   return jax.vmap(lambda x, k: augment_one(x, k, transforms, probability))(images, keys)
 
-
-def adjust_probability(probability, real_sign, *, target: float, step_size: float):
-  """ADA's update: raise p while D is too sure of real images (E[sign D(real)] > target)."""
-  return jnp.clip(probability + jnp.sign(real_sign - target) * step_size, 0.0, 1.0)

@@ -72,12 +72,6 @@ def test_gradient_flows_through_every_transform():
   assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
 
 
-def test_ada_probability_moves_toward_the_target_and_stays_in_range():
-  assert float(augment.adjust_probability(0.5, 0.9, target=0.6, step_size=0.1)) == pytest.approx(0.6)
-  assert float(augment.adjust_probability(0.5, 0.2, target=0.6, step_size=0.1)) == pytest.approx(0.4)
-  assert float(augment.adjust_probability(0.95, 1.0, target=0.6, step_size=0.1)) == 1.0
-
-
 @pytest.mark.parametrize('policy', ['translation,cutout', 'color,translation,cutout'])
 def test_augmented_step_eight_devices_match_one(tiny_config, policy):
   tiny_config.augment = policy
