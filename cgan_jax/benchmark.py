@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -220,8 +219,7 @@ def time_input_pipeline(config: ml_collections.ConfigDict, num_batches: int) -> 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   config = FLAGS.config
   if config.reuse_host_memory:
     host_memory.keep_freed_memory()

@@ -326,8 +326,11 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
   try:
     steps = manager.all_steps()
     if not steps:
-      raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}; train first with '
-                              f'python -m cgan_jax.main --workdir={workdir}.')
+      run = run_around(workdir)
+      raise FileNotFoundError(
+          f'No checkpoint in {checkpoint_dir(workdir)}; ' + (
+              f'{workdir} is inside the run {run}: pass --workdir={run}.' if run else
+              f'train first with python -m cgan_jax.main --workdir={workdir}.'))
     if step is not None and step not in steps:
       raise ValueError(f'No checkpoint for step {step} in {checkpoint_dir(workdir)}; have '
                        f'{sorted(steps)}.')
@@ -357,6 +360,18 @@ def restore_params(workdir: str, keys, step: Optional[int] = None):
     raise ValueError(f'Checkpoint {manager.directory}/{step} is unreadable ({problem}); {fix}.')
   finally:
     manager.close()
+
+
+def run_around(path: str) -> Optional[str]:
+  """The run (a directory with checkpoints/<step>/) that `path` lies inside, such as its
+  checkpoints/ or checkpoints/<step>/ folder, or None."""
+  path = os.path.abspath(path)
+  for _ in range(3):
+    path = os.path.dirname(path)
+    directory = checkpoint_dir(path)
+    if os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory)):
+      return path
+  return None
 
 
 def _read_params(manager, step: int, keys):

@@ -8,7 +8,6 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
@@ -158,8 +157,10 @@ def load(workdir: str):
   manager = _manager(workdir, read_only=True) if os.path.isdir(workdir) else None
   step = manager and manager.latest_step()
   if step is None:
-    raise FileNotFoundError(f'No classifier in {workdir}; train one with '
-                            f'python -m cgan_jax.classifier --config=... --workdir={workdir}.')
+    run = checkpoint.run_around(workdir)
+    raise FileNotFoundError(f'No classifier in {workdir}; ' + (
+        f'it is inside the run {run}: pass {run}.' if run else
+        f'train one with python -m cgan_jax.classifier --config=... --workdir={workdir}.'))
   if 'state' in checkpoint.saved_items(manager.directory, step):
     raise ValueError(f'{workdir} holds a GAN run, not a classifier; point at the --workdir of a '
                      'python -m cgan_jax.classifier run.')
@@ -178,8 +179,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   try:
     dataset = train(FLAGS.config, FLAGS.workdir)
   except (ValueError, OSError) as e:

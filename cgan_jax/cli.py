@@ -160,9 +160,10 @@ def _main_then_tidy(main, argv):
 
 
 def no_arguments(argv):
-  """The commands take flags only: absl's usage error (with the usage) for anything else."""
+  """The commands take flags only: a one-line error for anything else."""
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise SystemExit(f'Error: unexpected arguments {argv[1:]}; the command takes flags only '
+                     '(--name=value); pass --helpfull to list them.')
 
 
 def define_run_flags(ema_verb: str):

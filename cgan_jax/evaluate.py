@@ -14,7 +14,6 @@ import json
 import os
 from typing import Optional
 
-from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
@@ -184,8 +183,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_arguments(argv)
   try:
     result = evaluate(FLAGS.workdir, FLAGS.classifier, num_per_class=FLAGS.num_per_class,
                       step=FLAGS.step, use_ema=FLAGS.ema, seed=FLAGS.seed,

@@ -365,3 +365,19 @@ def test_an_empty_class_folder_is_an_error_in_either_layout(tmp_path, layout):
   with pytest.raises(ValueError, match=f"class folder '{folder}' has no PNG or JPEG images; add "
                                        'images or remove the folder.$'):
     input_pipeline.get_info(config)
+
+
+def test_a_workdir_inside_a_run_names_the_run(trained):
+  for inside in ('checkpoints', os.path.join('checkpoints', '4')):
+    path = os.path.join(trained, inside)
+    with pytest.raises(FileNotFoundError, match='^' + re.escape(
+        f'No checkpoint in {path}/checkpoints; {path} is inside the run {trained}: pass '
+        f'--workdir={trained}.') + '$'):
+      checkpoint.restore_generator(path)
+
+
+def test_unexpected_arguments_are_one_line():
+  with pytest.raises(SystemExit, match=r"^Error: unexpected arguments \['runs/x'\]; the command "
+                                       r'takes flags only \(--name=value\); pass --helpfull'):
+    cli.no_arguments(['sample', 'runs/x'])
+  cli.no_arguments(['sample'])
