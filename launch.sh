@@ -32,6 +32,18 @@ for arg in "$@"; do
   esac
 done
 
+# A flag of another target would be ignored: say so instead.
+[ -z "$cpu_devices" ] || [ "$target" = devices ] || die "--cpu_devices goes with --target=devices."
+[ -z "$tpu$zone$project$repo$ref" ] || [ "$target" = tpu ] ||
+  die "--tpu, --zone, --project, --repo and --ref go with --target=tpu."
+[ -z "$port" ] || [ "$target" = slurm ] || die "--port goes with --target=slurm."
+for arg in ${args[@]+"${args[@]}"}; do
+  case "$arg" in
+    --target|--tpu|--zone|--project|--repo|--ref|--cpu_devices|--port)
+      die "write $arg=VALUE (with '=')." ;;
+  esac
+done
+
 if [ -z "${PYTHON:-}" ]; then
   PYTHON=python
   if [ -x .venv/bin/python ] && [ -z "${VIRTUAL_ENV:-}" ]; then PYTHON=.venv/bin/python; fi

@@ -102,3 +102,16 @@ def test_help_prints_the_targets(fake_bin):
   assert result.stdout.splitlines()[0].startswith('Starts training here, on simulated CPU devices')
   assert '--target=slurm' in result.stdout and result.stdout.splitlines()[-1] == (
       'The training flags: python -m cgan_jax.main --help.')
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--cpu_devices=4'], '--cpu_devices goes with --target=devices.'),
+    (['--target=devices', '--zone=z'], '--tpu, --zone, --project, --repo and --ref go with '
+     '--target=tpu.'),
+    (['--port=5'], '--port goes with --target=slurm.'),
+    (['--target', 'tpu'], "write --target=VALUE (with '=')."),
+])
+def test_a_flag_of_another_target_is_an_error_not_ignored(fake_bin, args, message):
+  result = _launch([*args, '--dry_run'], fake_bin)
+  assert result.returncode == 2 and result.stderr == f'launch.sh: {message}\n'
+  assert result.stdout == ''
