@@ -44,6 +44,10 @@ def check_writable(directory: str, flag: str = '--workdir'):
   """
   if os.path.isfile(directory):
     raise PermissionError(f'{flag}={directory} is a file; choose a directory.')
+  run = run_around(directory)
+  if flag == '--workdir' and run and os.path.abspath(directory).startswith(checkpoint_dir(run)):
+    raise ValueError(f'--workdir={directory} is inside the checkpoints of the run {run}; pass '
+                     f'--workdir={run} to resume it, or a directory of its own.')
   made = _outermost_missing(directory)
   try:
     os.makedirs(directory, exist_ok=True)

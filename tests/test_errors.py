@@ -381,3 +381,15 @@ def test_unexpected_arguments_are_one_line():
                                        r'takes flags only \(--name=value\); pass --helpfull'):
     cli.no_arguments(['sample', 'runs/x'])
   cli.no_arguments(['sample'])
+
+
+def test_training_into_a_runs_checkpoints_is_refused(trained):
+  before = _listing(trained)
+  path = os.path.join(trained, 'checkpoints')
+  with pytest.raises(ValueError, match='^' + re.escape(
+      f'--workdir={path} is inside the checkpoints of the run {trained}; pass --workdir='
+      f'{trained} to resume it, or a directory of its own.') + '$'):
+    train.train_and_evaluate(make_tiny_config(), path)
+  assert _listing(trained) == before
+  checkpoint.check_writable(os.path.join(trained, 'judge'))  # Beside the checkpoints: fine.
+  os.rmdir(os.path.join(trained, 'judge'))
