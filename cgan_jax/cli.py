@@ -50,6 +50,12 @@ class ConfigFileParser(flags.ArgumentParser):
   def parse(self, argument):
     path, *arg = str(argument).split(':', 1)
     if not os.path.isfile(path):
+      near = [p for p in (path + '.py', os.path.join(CONFIGS_DIR, os.path.basename(path)),
+                          os.path.join(CONFIGS_DIR, os.path.basename(path) + '.py'))
+              if os.path.isfile(p)]
+      if near:
+        raise ConfigFileError(f'no config file {path!r} (did you mean --config='
+                              f'{os.path.relpath(near[0])}?).')
       shipped = sorted(f for f in os.listdir(CONFIGS_DIR) if f.endswith('.py') and f[0] != '_')
       raise ConfigFileError(f'no config file {path!r}; pass --config=PATH to one, such as '
                             f'{", ".join(shipped)} in {CONFIGS_DIR}.')

@@ -393,3 +393,13 @@ def test_training_into_a_runs_checkpoints_is_refused(trained):
   assert _listing(trained) == before
   checkpoint.check_writable(os.path.join(trained, 'judge'))  # Beside the checkpoints: fine.
   os.rmdir(os.path.join(trained, 'judge'))
+
+
+@pytest.mark.parametrize('given,meant', [('configs/mnist', 'configs/mnist.py'),
+                                         ('mnist.py', 'configs/mnist.py'),
+                                         ('mnist', 'configs/mnist.py')])
+def test_a_config_file_named_almost_right_is_suggested(monkeypatch, given, meant):
+  monkeypatch.chdir(REPO)
+  with pytest.raises(cli.ConfigFileError, match='^' + re.escape(
+      f"no config file '{given}' (did you mean --config={meant}?).") + '$'):
+    cli.ConfigFileParser().parse(given)
