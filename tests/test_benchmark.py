@@ -1,11 +1,13 @@
 """The benchmark CLI runs the real train loop and prints one JSON line of positive numbers."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from cgan_jax import benchmark
 from cgan_jax import input_pipeline
@@ -25,7 +27,8 @@ def test_benchmark_prints_json_with_positive_numbers():
   assert len(lines) == 1, out.stdout
   result = json.loads(lines[0])
   for key in ('images_per_sec', 'steps_per_sec', 'compile_sec', 'step_flops', 'model_flops',
-              'matmul_flops_per_sec', 'fraction_of_ceiling', 'executed_fraction_of_ceiling'):
+              'matmul_flops_per_sec', 'fraction_of_ceiling', 'executed_fraction_of_ceiling',
+              'peak_host_memory_bytes'):
     assert result[key] > 0, (key, result)
   assert result['num_devices'] == 8  # conftest's simulated devices reach the subprocess.
   assert result['images_per_sec'] == result['steps_per_sec'] * 16
@@ -49,6 +52,37 @@ def test_keras_side_by_side_runs_in_its_own_process():
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert result['keras_images_per_sec'] > 0
   assert result['ratio_to_keras'] > 0
+  assert result['keras_peak_host_memory_bytes'] > 0  # Reported by the peer as it ends.
+
+
+def test_torch_flag_is_a_clear_error_without_torch():
+  if importlib.util.find_spec('torch') is not None:
+    pytest.skip('torch is installed')
+  command = [sys.executable, '-m', 'cgan_jax.benchmark', '--config=configs/digits.py',
+             *TINY_FLAGS, '--steps=1', '--windows=1', '--matmul_size=64', '--torch']
+  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert 'pip install torch' in out.stderr.strip().splitlines()[-1]
+
+
+def test_device_memory_is_empty_where_the_platform_gives_none():
+  assert benchmark.device_memory() == {}  # XLA:CPU reports no allocator statistics.
+  assert benchmark.peak_host_memory_bytes() > 0
+
+
+def test_the_timing_functions_import_without_tensorflow():
+  code = ('import sys\n'
+          'class Block:\n'
+          '  def find_spec(self, name, path=None, target=None):\n'
+          '    if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "keras"):\n'
+          '      raise ModuleNotFoundError(name)\n'
+          'sys.meta_path.insert(0, Block())\n'
+          'from cgan_jax import benchmark\n'
+          'print(sorted(m for m in sys.modules if m.startswith("tensorflow")))\n')
+  out = subprocess.run([sys.executable, '-c', code], cwd=conftest.REPO, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '[]'
 
 
 def test_keras_runs_with_tensorflow_defaults(monkeypatch):
@@ -62,7 +96,7 @@ def test_keras_runs_with_tensorflow_defaults(monkeypatch):
       self.stdout = type('Out', (), {'readline': lambda self: 'ready\n'})()
 
   monkeypatch.setattr(benchmark.subprocess, 'Popen', FakePopen)
-  benchmark.KerasProcess({'batch_size': 8})
+  benchmark.keras_process({'batch_size': 8})
   assert 'benchmarks.keras_tutorial' in started['command']
   assert started['env']['TF_ENABLE_ONEDNN_OPTS'] == '1'  # oneDNN on, as Keras users run it.
 
