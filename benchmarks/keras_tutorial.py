@@ -8,6 +8,7 @@ Run alone: python -m benchmarks.keras_tutorial [--steps N]; prints one JSON line
 """
 
 import json
+import resource
 import statistics
 import sys
 import time
@@ -82,7 +83,8 @@ def make_iteration(batch_size, g_batch_size, image_shape, num_classes, latent_di
 
 
 def serve(batch_size, g_batch_size, image_shape, num_classes, latent_dim):
-  """Times `steps` iterations per line read from stdin; answers each with the seconds taken."""
+  """Times `steps` iterations per line read from stdin; answers each with the seconds taken,
+  and with its peak memory as JSON once stdin ends."""
   run = make_iteration(batch_size, g_batch_size, tuple(image_shape), num_classes, latent_dim)
   run(1)  # Traces the tf.function.
   print('ready', flush=True)
@@ -90,6 +92,8 @@ def serve(batch_size, g_batch_size, image_shape, num_classes, latent_dim):
     t = time.perf_counter()
     run(int(line))
     print(time.perf_counter() - t, flush=True)
+  print(json.dumps({'peak_host_memory_bytes':
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
 
 
 def main():

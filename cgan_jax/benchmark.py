@@ -148,7 +148,7 @@ class PeerProcess:
     self._process.stdin.close()
     last = self._process.stdout.read().strip().splitlines()
     self._process.wait()
-    if last:
+    if last and last[-1].startswith('{'):
       self.peak_host_memory_bytes = json.loads(last[-1]).get('peak_host_memory_bytes')
 
 
