@@ -38,6 +38,21 @@ def keep_freed_memory() -> bool:
     return False
 
 
+def release_freed_memory() -> bool:
+  """Hands the free pages of glibc's heaps back to the kernel (malloc_trim); True if any were.
+
+  With keep_freed_memory's settings nothing freed is returned by itself: the compiler's working
+  memory stays resident after compilation. Called once compiled, this returns it; the step's
+  buffers, reused from then on, are faulted in once more.
+  """
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    return bool(ctypes.CDLL('libc.so.6').malloc_trim(0))
+  except (OSError, AttributeError):  # Not glibc.
+    return False
+
+
 def jax_runs_on_cpu() -> bool:
   """Whether JAX will compute on the CPU, decided without starting a backend.
 
