@@ -182,7 +182,7 @@ def _image_files_by_folder(path, extensions=IMAGE_EXTENSIONS):
 
 def image_shape_from_headers(path, files, limit: int = 50_000):
   """(H, W, C) of the image folder `path`'s `files` from their headers (an even spread of `limit`
-  of them in larger trees, ~30 us each); C is 1 if all are grayscale, else 3.
+  of them in larger trees: each header is a file to open); C is 1 if all are grayscale, else 3.
 
   H and W are None when the sizes differ (then config.image_size must be set).
   """

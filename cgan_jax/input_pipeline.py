@@ -20,9 +20,6 @@ from cgan_jax.image_folder import FOLDER_PREFIX
 from cgan_jax.labels import DatasetInfo, attribute_counts, label_keys  # pylint: disable=unused-import
 from cgan_jax.labels import default_labels, num_classes_from_json  # pylint: disable=unused-import
 
-# tf.data runs on the host: keep TensorFlow off the accelerators JAX uses.
-tf.config.set_visible_devices([], 'GPU')
-
 _LABEL_OUT_OF_RANGE = 'label out of range:'  # Marks the input pipeline's label check.
 _CACHE_BYTES = 2 << 30  # Datasets smaller than this (decoded) are cached in memory.
 _TFDS_MIRROR = 'storage.googleapis.com'  # Where TFDS fetches prepared datasets from first.
@@ -30,10 +27,20 @@ _TFDS_REMEDY = ("point --config.data_dir at a prepared copy, or use --config.dat
                 'for local images.')
 
 
+def tensorflow_on_host():
+  """Keeps TensorFlow off the accelerators JAX uses (tf.data runs on the host). Called before
+  TensorFlow first runs anything: after that its devices are fixed."""
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TensorFlow runs already, with the devices it was given then.
+    pass
+
+
 class _Source:
   """An unbatched dataset of {'image': uint8 HWC, 'label': int} with its metadata."""
 
   def __init__(self, config: ml_collections.ConfigDict, prepare: bool = True):
+    tensorflow_on_host()
     self.config = config
     name = config.dataset
     keys = label_keys(config)
@@ -282,9 +289,9 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
   ds = ds.batch(local_batch_size, drop_remainder=train)
   options = tf.data.Options()
   options.deterministic = True
-  # tf.data's autotuning thread held up the iterator's teardown at the end of a run, for up to
-  # 38 s while the disk was busy (a timed wait the teardown did not cut short). Without it
-  # AUTOTUNE takes tf.data's defaults: maps still ran on every core, at the same speed (measured).
+  # tf.data's autotuning thread can hold up the iterator's teardown at the end of a run for tens
+  # of seconds while the disk is busy (a timed wait the teardown does not cut short). Without it
+  # AUTOTUNE takes tf.data's defaults: maps still run on every core, as fast.
   options.autotune.enabled = False
   options.experimental_optimization.map_parallelization = True
   ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -121,6 +121,8 @@ def class_separation(features: np.ndarray, labels: np.ndarray) -> float:
 def read_scalars(workdir: str) -> plots.Curves:
   """Every scalar in the run's TensorBoard event files: {tag: (steps, values)}, last write wins."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from cgan_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.tensorflow_on_host()
   points = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
     try:

@@ -1,11 +1,13 @@
 """The training loop: resume, train in chunks, log, sample, evaluate, checkpoint, stop on signals."""
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
 import threading
 import time
+from typing import Any, Optional
 
 from absl import logging
 import jax
@@ -16,11 +18,13 @@ from jax.experimental import multihost_utils
 
 from cgan_jax import checkpoint
 from cgan_jax import cli
+from cgan_jax import console
 from cgan_jax import evaluate
 from cgan_jax import input_pipeline
 from cgan_jax import labels as labels_lib
 from cgan_jax import losses
 from cgan_jax import models
+from cgan_jax import plots
 from cgan_jax import sample
 from cgan_jax import sharding
 from cgan_jax import train_step
@@ -105,156 +109,242 @@ def _stop_signals():
       signal.signal(signum, handler)
 
 
+@dataclasses.dataclass
+class _Run:
+  """What a run is made of, built once by _setup: the data's facts, the model, the managers."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  info: labels_lib.DatasetInfo
+  generator: Any
+  init_fn: Any
+  step_fn: Any
+  manager: Any  # The checkpoints' Orbax manager.
+  abstract: Any  # The state's shapes, dtypes and sharding, which a restore fills.
+  is_chief: bool  # Process 0: it prints, writes events and samples.
+  writer: Any = None  # TensorBoard events (process 0).
+  evaluator: Any = None  # The judge, with config.eval_every_steps,
+  best_manager: Any = None  # and the manager of the best checkpoint.
+
+  @property
+  def replicated(self):
+    return sharding.replicated(self.mesh)
+
+  @property
+  def local_batch(self) -> int:
+    return sharding.local_batch_size(self.config.batch_size, self.mesh)
+
+
+@dataclasses.dataclass
+class _Progress:
+  """Where the loop is: its step, what is still to read and log, and the restores so far."""
+  step: int
+  batches: Any  # This host's batch iterator from `step` on.
+  step_last: int  # The step of the last log line.
+  # Set once the first dispatch returns: rates and ETAs leave the compile out.
+  t_last: Optional[float] = None
+  # (first step, metrics) of the chunks whose non-finite flags were not read.
+  unchecked: list = dataclasses.field(default_factory=list)
+  interval: tuple = ({}, 0)  # On-device sums of the metrics since the last log line, and steps.
+  restores: int = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the newest checkpoint in `workdir`) for `config.num_train_steps`."""
+  run = _setup(config, workdir)
+  state = _resume(run)
+  start_step = int(state.step)
+  if start_step >= config.num_train_steps:
+    if run.is_chief:
+      console.say(f'{workdir} is trained to step {start_step} (config.num_train_steps='
+                  f'{config.num_train_steps}): nothing to do; raise --config.num_train_steps to '
+                  'train on.')
+    run.manager.close()
+    return state
+  if start_step and run.is_chief:
+    console.say(f'Resuming from step {start_step} in {run.manager.directory}.')
+    if changes := checkpoint.changed_settings(run.manager, start_step, config):
+      # batch_size and seed also change which images come next: no longer the uninterrupted run.
+      console.say(f'Settings changed since that checkpoint: {", ".join(changes)}.')
+  progress = _Progress(step=start_step, batches=_batches_from(run, start_step),
+                       step_last=start_step)
+  _open_outputs(run, start_step)
+  info = run.info
+  logging.info('Training %s on %s (%s images of %s, %s classes) over %d devices, steps %d..%d.',
+               config.model.name, config.dataset, info.num_examples or 'unknown number of',
+               info.image_shape, info.num_classes, run.mesh.devices.size, start_step,
+               config.num_train_steps)
+  with _stop_signals() as stop_signals:
+    state = _train(run, state, progress, stop_signals)
+  _close(run, progress.step)
+  return state
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
+  """Checks the config and workdir, and builds the mesh, the models and the checkpoint manager."""
   check_config(config)
   checkpoint.check_writable(workdir)
   mesh = sharding.make_mesh()
-  local_batch = sharding.local_batch_size(config.batch_size, mesh)
+  sharding.local_batch_size(config.batch_size, mesh)
   sharding.local_batch_size(config.g_batch_size or config.batch_size, mesh, 'g_batch_size')
   info = input_pipeline.get_info(config)
   generator, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
-  replicated = sharding.replicated(mesh)
-  rng = jax.random.PRNGKey(config.seed)
   manager = checkpoint.create_manager(workdir, config)
+  replicated = sharding.replicated(mesh)
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                          jax.eval_shape(init_fn, rng))
+                          jax.eval_shape(init_fn, jax.random.PRNGKey(config.seed)))
+  return _Run(config=config, workdir=workdir, mesh=mesh, info=info, generator=generator,
+              init_fn=init_fn, step_fn=step_fn, manager=manager, abstract=abstract,
+              is_chief=jax.process_index() == 0)
 
-  def resume():
-    """The newest good checkpoint's state (damaged ones are set aside), else a fresh one."""
-    state = checkpoint.restore_newest_good(manager, abstract, config, info)
-    if state is None:
-      return train_step.initial_state(init_fn, rng, config, replicated)
-    return state
 
-  def batches_from(start_step):
-    ds, _ = input_pipeline.create_dataset(config, config.train_split, local_batch,
-                                          start_batch=start_step)
-    return input_pipeline.numpy_batches(ds, config)
-
-  state = resume()
-  start_step = int(state.step)
-  is_chief = jax.process_index() == 0
-  if start_step >= config.num_train_steps:
-    if is_chief:
-      print(f'{workdir} is trained to step {start_step} (config.num_train_steps='
-            f'{config.num_train_steps}): nothing to do; raise --config.num_train_steps to train '
-            'on.', flush=True)
-    manager.close()
-    return state
-  if start_step and is_chief:
-    print(f'Resuming from step {start_step} in {manager.directory}.', flush=True)
-    if changes := checkpoint.changed_settings(manager, start_step, config):
-      # batch_size and seed also change which images come next: no longer the uninterrupted run.
-      print(f'Settings changed since that checkpoint: {", ".join(changes)}.', flush=True)
-  batches = batches_from(start_step)
-  train_loop = train_step.make_train_loop(step_fn, mesh)
-  writer = tensorboard.SummaryWriter(workdir) if is_chief else None
-  if writer and start_step == 0:
-    writer.text('config', '<pre>' + str(config) + '</pre>', 0)
-  evaluator = best_manager = None
-  if config.eval_every_steps:
-    evaluator = evaluate.Evaluator(config.eval_classifier_dir, info.num_classes, info.image_shape,
-                                   config.eval_num_per_class, data_config=config)
-    best_manager = evaluate.create_best_manager(workdir, config)
-
-  logging.info('Training %s on %s (%s images of %s, %s classes) over %d devices, steps %d..%d.',
-               config.model.name, config.dataset, info.num_examples or 'unknown number of',
-               info.image_shape, info.num_classes, mesh.devices.size, start_step,
-               config.num_train_steps)
-  with _stop_signals() as stop_signals:
-    restores = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
-    step, step_last, t_start = start_step, start_step, time.time()
-    t_last = None  # Set once the first dispatch returns: rates and ETAs leave the compile out.
-    unchecked = []  # (first step, metrics) of the chunks whose non-finite flags were not read.
-    interval = ({}, 0)  # On-device sums of the metrics since the last log line, and their steps.
-    while step < config.num_train_steps:
-      checkpoint.check_saves(manager)  # A background save that failed stops the run here.
-      boundary = _next_boundary(step, config)
-      k = min(config.steps_per_loop, boundary - step)
-      local = [next(batches) for _ in range(k)]
-      stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
-      state, metrics = train_loop(state, sharding.to_global(stacked, mesh))
-      if t_last is None:  # The first call compiled the step before dispatching it.
-        t_last = time.time()
-        logging.info('Compiled the train step in %.1f s.', t_last - t_start)
-      unchecked.append((step, metrics))
-      interval = (_add_metrics(interval[0], metrics, k), interval[1] + k)
-      step += k
-      done = step >= config.num_train_steps
-      preempted = bool(stop_signals) or manager.reached_preemption(step)
-      if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
-        preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
-      writes = step == boundary or preempted
-      # Flags are read one chunk behind, so that the device always has the newest chunk to run,
-      # and all of them before anything is written: a dropped update must never reach a save.
-      ready, unchecked = (unchecked, []) if writes else (unchecked[:-1], unchecked[-1:])
-      dropped = _first_dropped(ready)
-      if dropped:
-        unchecked = []
-        bad_step, message = _nonfinite_report(jax.device_get(dropped[1]), dropped[0])
-        if config.on_nonfinite == 'stop' or restores >= _MAX_RESTORES:
-          checkpoint.wait(manager)
-          newest = manager.latest_step()
-          kept = 'no checkpoint yet' if newest is None else f'newest checkpoint: step {newest}, kept'
-          raise NonFiniteError(
-              f'{message} and nothing was saved ({kept}). Lower the learning rates' + (
-                  ', or set --config.on_nonfinite=restore to go on from the last checkpoint '
-                  'with other noise.' if config.on_nonfinite == 'stop' else
-                  f' (on_nonfinite=restore gave up after {restores} restores without a new '
-                  'checkpoint).'))
-        restores += 1
-        state = resume()
-        # Other noise from here on; the folded key is saved, so resuming stays exact.
-        state = state.replace(rng=jax.device_put(jax.random.fold_in(state.rng, bad_step),
-                                                 replicated))
-        step = int(state.step)
-        batches = batches_from(step)
-        interval = ({}, 0)
-        print(f'Warning: {message}; restored step {step} and going on with other noise '
-              f'(retry {restores} of {_MAX_RESTORES}).', flush=True)
-        continue
-      if not writes:
-        continue
-
-      if done or _due(step, config.log_every_steps):
-        sums, now = jax.device_get(interval[0]), time.time()
-        means = {name: total / interval[1] for name, total in sums.items()}
-        _log(step, means, (step - step_last) / (now - t_last), config, writer, is_chief)
-        interval = ({}, 0)
-        t_last, step_last = now, step
-      if is_chief and (done or _due(step, config.sample_every_steps)):
-        _write_samples(workdir, step, _sample_grid(generator, state, config, info), writer)
-      if evaluator and (done or _due(step, config.eval_every_steps)):
-        scores = _evaluate(evaluator, generator, state, config, step, writer, is_chief)
-        if step not in best_manager.all_steps():  # Already there when a run resumes past it.
-          checkpoint.save(best_manager, state, config, info, force=True, metrics=scores)
-      if done or _due(step, config.checkpoint_every_steps):
-        checkpoint.save(manager, state, config, info, force=done)
-        restores = 0
-      if writer:
-        writer.flush()
-      if preempted and not done:
-        if step not in manager.all_steps():
-          checkpoint.save(manager, state, config, info, force=True)
-        checkpoint.wait(manager)
-        if is_chief:
-          why = 'Interrupted' if signal.SIGINT in stop_signals else 'Preempted'
-          print(f'{why}: saved a checkpoint at step {step} in {manager.directory}; run the same '
-                'command to resume.', flush=True)
-        break
-  checkpoint.wait(manager)
-  if is_chief and step >= config.num_train_steps:
-    print(f'Done: step {step}, checkpoint in {os.path.join(workdir, "checkpoints")}, samples in '
-          f'{os.path.join(workdir, "samples.png")}; draw more with python -m cgan_jax.sample '
-          f'--workdir={shlex.quote(workdir)} --output=grid.png', flush=True)
-  manager.close()
-  if best_manager:
-    checkpoint.wait(best_manager)
-    best_manager.close()
-  if writer:
-    writer.close()
+def _resume(run: _Run) -> TrainState:
+  """The newest good checkpoint's state (damaged ones are set aside), else a fresh one."""
+  state = checkpoint.restore_newest_good(run.manager, run.abstract, run.config, run.info)
+  if state is None:
+    return train_step.initial_state(run.init_fn, jax.random.PRNGKey(run.config.seed), run.config,
+                                    run.replicated)
   return state
+
+
+def _batches_from(run: _Run, start_step: int):
+  """This host's training batches from `start_step` on, as NumPy arrays."""
+  ds, _ = input_pipeline.create_dataset(run.config, run.config.train_split, run.local_batch,
+                                        start_batch=start_step)
+  return input_pipeline.numpy_batches(ds, run.config)
+
+
+def _open_outputs(run: _Run, start_step: int):
+  """The TensorBoard writer (process 0) and, with config.eval_every_steps, the judge."""
+  config = run.config
+  run.writer = tensorboard.SummaryWriter(run.workdir) if run.is_chief else None
+  if run.writer and start_step == 0:
+    run.writer.text('config', '<pre>' + str(config) + '</pre>', 0)
+  if config.eval_every_steps:
+    run.evaluator = evaluate.Evaluator(config.eval_classifier_dir, run.info.num_classes,
+                                       run.info.image_shape, config.eval_num_per_class,
+                                       data_config=config)
+    run.best_manager = evaluate.create_best_manager(run.workdir, config)
+
+
+def _train(run: _Run, state: TrainState, progress: _Progress, stop_signals: list) -> TrainState:
+  """Runs chunks of steps to config.num_train_steps, or until a stop signal; returns the state."""
+  config, manager = run.config, run.manager
+  train_loop = train_step.make_train_loop(run.step_fn, run.mesh)
+  t_start = time.time()
+  while progress.step < config.num_train_steps:
+    checkpoint.check_saves(manager)  # A background save that failed stops the run here.
+    boundary = _next_boundary(progress.step, config)
+    k = min(config.steps_per_loop, boundary - progress.step)
+    local = [next(progress.batches) for _ in range(k)]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
+    state, metrics = train_loop(state, sharding.to_global(stacked, run.mesh))
+    if progress.t_last is None:  # The first call compiled the step before dispatching it.
+      progress.t_last = time.time()
+      logging.info('Compiled the train step in %.1f s.', progress.t_last - t_start)
+    progress.unchecked.append((progress.step, metrics))
+    progress.interval = (_add_metrics(progress.interval[0], metrics, k), progress.interval[1] + k)
+    progress.step += k
+    step, done = progress.step, progress.step >= config.num_train_steps
+    preempted = bool(stop_signals) or manager.reached_preemption(step)
+    if jax.process_count() > 1:  # SIGTERM may reach the hosts at different steps.
+      preempted = bool(multihost_utils.process_allgather(np.int32(preempted)).any())
+    writes = step == boundary or preempted
+    # Flags are read one chunk behind, so that the device always has the newest chunk to run,
+    # and all of them before anything is written: a dropped update must never reach a save.
+    ready = progress.unchecked if writes else progress.unchecked[:-1]
+    progress.unchecked = [] if writes else progress.unchecked[-1:]
+    dropped = _first_dropped(ready)
+    if dropped:
+      state = _restore_after_nonfinite(run, progress, dropped)
+      continue
+    if not writes:
+      continue
+    _periodic_writes(run, state, progress, done)
+    if preempted and not done:
+      _save_on_stop(run, state, step, stop_signals)
+      break
+  return state
+
+
+def _restore_after_nonfinite(run: _Run, progress: _Progress, dropped) -> TrainState:
+  """After a dropped (non-finite) update: NonFiniteError, or (config.on_nonfinite='restore')
+  the last checkpoint's state with other noise, and the loop's progress set back to it."""
+  progress.unchecked = []
+  bad_step, message = _nonfinite_report(jax.device_get(dropped[1]), dropped[0])
+  if run.config.on_nonfinite == 'stop' or progress.restores >= _MAX_RESTORES:
+    checkpoint.wait(run.manager)
+    newest = run.manager.latest_step()
+    kept = 'no checkpoint yet' if newest is None else f'newest checkpoint: step {newest}, kept'
+    raise NonFiniteError(
+        f'{message} and nothing was saved ({kept}). Lower the learning rates' + (
+            ', or set --config.on_nonfinite=restore to go on from the last checkpoint '
+            'with other noise.' if run.config.on_nonfinite == 'stop' else
+            f' (on_nonfinite=restore gave up after {progress.restores} restores without a new '
+            'checkpoint).'))
+  progress.restores += 1
+  state = _resume(run)
+  # Other noise from here on; the folded key is saved, so resuming stays exact.
+  state = state.replace(rng=jax.device_put(jax.random.fold_in(state.rng, bad_step),
+                                           run.replicated))
+  progress.step = int(state.step)
+  progress.batches = _batches_from(run, progress.step)
+  progress.interval = ({}, 0)
+  console.say(f'Warning: {message}; restored step {progress.step} and going on with other noise '
+              f'(retry {progress.restores} of {_MAX_RESTORES}).')
+  return state
+
+
+def _periodic_writes(run: _Run, state: TrainState, progress: _Progress, done: bool):
+  """What falls due at this step (or at the end): the log line, samples, scores, checkpoints."""
+  config, step = run.config, progress.step
+  if done or _due(step, config.log_every_steps):
+    sums, now = jax.device_get(progress.interval[0]), time.time()
+    means = {name: total / progress.interval[1] for name, total in sums.items()}
+    _log(step, means, (step - progress.step_last) / (now - progress.t_last), config, run.writer,
+         run.is_chief)
+    progress.interval = ({}, 0)
+    progress.t_last, progress.step_last = now, step
+  if run.is_chief and (done or _due(step, config.sample_every_steps)):
+    _write_samples(run.workdir, step, _sample_grid(run.generator, state, config, run.info),
+                   run.writer)
+  if run.evaluator and (done or _due(step, config.eval_every_steps)):
+    scores = _evaluate(run.evaluator, run.generator, state, config, step, run.writer,
+                       run.is_chief)
+    if step not in run.best_manager.all_steps():  # Already there when a run resumes past it.
+      checkpoint.save(run.best_manager, state, config, run.info, force=True, metrics=scores)
+  if done or _due(step, config.checkpoint_every_steps):
+    checkpoint.save(run.manager, state, config, run.info, force=done)
+    progress.restores = 0
+  if run.writer:
+    run.writer.flush()
+
+
+def _save_on_stop(run: _Run, state: TrainState, step: int, stop_signals: list):
+  """A checkpoint at `step` after a stop signal or preemption notice, and a line saying so."""
+  if step not in run.manager.all_steps():
+    checkpoint.save(run.manager, state, run.config, run.info, force=True)
+  checkpoint.wait(run.manager)
+  if run.is_chief:
+    why = 'Interrupted' if signal.SIGINT in stop_signals else 'Preempted'
+    console.say(f'{why}: saved a checkpoint at step {step} in {run.manager.directory}; run the '
+                'same command to resume.')
+
+
+def _close(run: _Run, step: int):
+  """Waits for the saves, says where the results are (when trained through), and closes."""
+  checkpoint.wait(run.manager)
+  if run.is_chief and step >= run.config.num_train_steps:
+    workdir = run.workdir
+    console.say(f'Done: step {step}, checkpoint in {os.path.join(workdir, "checkpoints")}, '
+                f'samples in {os.path.join(workdir, "samples.png")}; draw more with python -m '
+                f'cgan_jax.sample --workdir={shlex.quote(workdir)} --output=grid.png')
+  run.manager.close()
+  if run.best_manager:
+    checkpoint.wait(run.best_manager)
+    run.best_manager.close()
+  if run.writer:
+    run.writer.close()
 
 
 def _add_metrics(sums: dict, metrics: dict, num_steps: int) -> dict:
@@ -291,9 +381,9 @@ def _log(step: int, metrics: dict, steps_per_sec: float, config: ml_collections.
   metrics['images_per_sec'] = steps_per_sec * config.batch_size
   eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
   if is_chief:
-    print(f'step {step}/{config.num_train_steps}  ' +
-          '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
-          f'  eta {eta:.0f}s', flush=True)
+    console.say(f'step {step}/{config.num_train_steps}  ' +
+                '  '.join(f'{k}={float(v):.4g}' for k, v in sorted(metrics.items())) +
+                f'  eta {eta:.0f}s')
   if writer:
     for name, value in metrics.items():
       writer.scalar(name, float(value), step)
@@ -305,8 +395,8 @@ def _write_samples(workdir: str, step: int, picture: np.ndarray, writer):
   """samples/step_NNNNNNN.png, samples.png (the newest) and the grid's image event."""
   path = os.path.join(workdir, 'samples', f'step_{step:07d}.png')
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  sample.write_image(path, picture)
-  sample.write_image(os.path.join(workdir, 'samples.png'), picture)
+  plots.write_image(path, picture)
+  plots.write_image(os.path.join(workdir, 'samples.png'), picture)
   writer.image('samples', picture, step)
 
 
@@ -317,8 +407,7 @@ def _evaluate(evaluator, generator, state: TrainState, config: ml_collections.Co
                      config.seed)
   per_class = scores.pop('cond_acc_per_class')
   if is_chief:
-    print(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())),
-          flush=True)
+    console.say(f'eval {step}  ' + '  '.join(f'{k}={v:.4g}' for k, v in sorted(scores.items())))
   if writer:
     for name, value in [*scores.items(), *(
         (f'cond_acc_class_{c}', a) for c, a in enumerate(per_class) if a is not None)]:
@@ -334,4 +423,4 @@ def _sample_grid(generator, state: TrainState, config: ml_collections.ConfigDict
   labels = labels_lib.default_labels(info.num_classes)
   x, _ = sample.class_samples(generator, params, labels, config.num_samples_per_class,
                               config.seed, config.model.latent_dim, info.num_classes)
-  return sample.grid(x, num_columns=len(labels))
+  return plots.grid(x, num_columns=len(labels))
