@@ -4,7 +4,8 @@ Prints one JSON line. `images_per_sec` counts real images consumed: config.batch
 step (the tutorial's n_batch is twice that for configs/fashion_mnist.py); it is the median
 over `--windows` timed windows of `--steps` steps each, after compilation. `model_flops` is a
 step's work as direct convolutions (XLA's cost analysis of the step with conv_impl='xla'),
-`step_flops` what the compiled step executes (fewer: Winograd). `fraction_of_ceiling` is the
+`step_flops` what the compiled step executes (fewer: Winograd; on a GPU XLA's count leaves
+out the convolutions it hands to cuDNN, so there it is no measure). `fraction_of_ceiling` is the
 median over windows of model FLOP/s over a square matmul's FLOP/s (in the model's compute
 dtype) probed right after that window (`executed_fraction_of_ceiling` the same with
 step_flops). --keras and --torch time the tutorial iteration in Keras, or in PyTorch eager and
@@ -80,7 +81,12 @@ def _model_flops(config, info, state, batch) -> float:
   config = config.copy_and_resolve_references()
   config.model.conv_impl = 'xla'
   step_fn = train_step.build(config, info.num_classes, info.image_shape).step_fn
-  cpu_mesh = sharding.make_mesh(jax.devices('cpu')[:1])
+  try:
+    cpu_mesh = sharding.make_mesh(jax.devices('cpu')[:1])
+  except RuntimeError:  # No CPU backend (JAX_PLATFORMS without cpu): counted where it runs.
+    mesh = sharding.make_mesh()
+    lowered = train_step.make_sharded_step(step_fn, mesh).lower(state, batch)
+    return _flops(lowered) * mesh.devices.size
   abstract = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
   return _flops(train_step.make_sharded_step(step_fn, cpu_mesh).lower(abstract(state),
                                                                         abstract(batch)))

@@ -20,7 +20,7 @@ TINY_FLAGS = ['--config.model.g_width=8', '--config.model.d_width=8', '--config.
 def test_benchmark_prints_json_with_positive_numbers():
   command = [sys.executable, '-m', 'cgan_jax.benchmark', '--config=configs/digits.py',
              *TINY_FLAGS, '--steps=2', '--windows=2', '--matmul_size=64']
-  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=300,
+  out = subprocess.run(command, cwd=conftest.REPO, capture_output=True, text=True, timeout=600,
                        env=dict(os.environ))
   assert out.returncode == 0, out.stderr[-2000:]
   lines = [line for line in out.stdout.splitlines() if line.strip()]
