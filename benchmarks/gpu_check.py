@@ -134,7 +134,8 @@ def run_all(args):
       _emit(lines[-1])
       continue
     # On a CPU the quick items still compile the step: minutes on a busy machine.
-    lines.extend(_run_child(name, child_args, min(most * (10 if args.quick else 1), left), env, out))
+    most *= 10 if args.quick else 1
+    lines.extend(_run_child(name, child_args, min(most, left), env, out))
   _emit(summary(lines, time.perf_counter() - start, out))
 
 

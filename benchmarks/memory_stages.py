@@ -45,7 +45,9 @@ def main():
   applied = host_memory.keep_freed_memory() if args.keep_freed_memory else False
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from cgan_jax import benchmark, labels, sharding, train_step  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from cgan_jax import benchmark, labels, sharding, train_step
+  # pylint: enable=g-import-not-at-top
   jax.devices()
   stages['jax_and_core'] = memory_mb()
   if args.tensorflow:
@@ -80,8 +82,8 @@ def main():
   for _ in range(args.steps - 1):
     state, metrics = compiled(state, one)
   jax.block_until_ready(metrics)
-  stages[f'{args.steps}_steps'] = {**memory_mb(),
-                                   'steps_per_sec': round((args.steps - 1) / (time.perf_counter() - t), 2)}
+  steps_per_sec = (args.steps - 1) / (time.perf_counter() - t)
+  stages[f'{args.steps}_steps'] = {**memory_mb(), 'steps_per_sec': round(steps_per_sec, 2)}
   params = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
   result = {'config': args.config, 'tensorflow': args.tensorflow, 'keep_freed_memory': applied,
             'release_after_compile': args.release_after_compile,

@@ -70,16 +70,19 @@ def device_name() -> str:
   return 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
-def make_iteration(batch_size, g_batch_size, image_shape, num_classes, latent_dim, compile=False):  # pylint: disable=redefined-builtin
+def make_iteration(batch_size, g_batch_size, image_shape, num_classes, latent_dim,
+                   compile=False):  # pylint: disable=redefined-builtin
   """Returns run(steps): `steps` tutorial iterations on a fixed synthetic real batch."""
   device = torch.device(device_name())
-  torch.set_float32_matmul_precision('high')  # TF32 on GPUs that have it (convolutions already are).
+  torch.set_float32_matmul_precision('high')  # TF32 where the GPU has it (convolutions: already).
   torch.manual_seed(0)
   d = Discriminator(image_shape, num_classes).to(device)
   g = Generator(image_shape, num_classes, latent_dim).to(device)
   d_opt = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
   g_opt = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
-  d_call, g_call = (torch.compile(d, dynamic=False), torch.compile(g, dynamic=False)) if compile else (d, g)
+  d_call, g_call = d, g
+  if compile:
+    d_call, g_call = torch.compile(d, dynamic=False), torch.compile(g, dynamic=False)
   h, w, c = image_shape
   images = torch.rand((batch_size, c, h, w), device=device) * 2 - 1
   labels = torch.randint(0, num_classes, (batch_size,), device=device)
@@ -117,10 +120,12 @@ def make_iteration(batch_size, g_batch_size, image_shape, num_classes, latent_di
 
 
 def peak_host_memory_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+  maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return maxrss * (1 if sys.platform == 'darwin' else 1024)
 
 
-def serve(batch_size, g_batch_size, image_shape, num_classes, latent_dim, compile=False):  # pylint: disable=redefined-builtin
+def serve(batch_size, g_batch_size, image_shape, num_classes, latent_dim,
+          compile=False):  # pylint: disable=redefined-builtin
   """Times `steps` iterations per line read from stdin; answers each with the seconds taken,
   and with its peak memory as JSON once stdin ends."""
   run = make_iteration(batch_size, g_batch_size, tuple(image_shape), num_classes, latent_dim,
