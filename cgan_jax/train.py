@@ -16,7 +16,9 @@ import numpy as np
 from flax.metrics import tensorboard
 from jax.experimental import multihost_utils
 
+from cgan_jax import augment
 from cgan_jax import checkpoint
+from cgan_jax import collapse
 from cgan_jax import cli
 from cgan_jax import console
 from cgan_jax import evaluate
@@ -70,6 +72,12 @@ def check_config(config: ml_collections.ConfigDict):
                      "(the dataset's own).")
   if config.on_nonfinite not in ('stop', 'restore'):
     raise ValueError(f"Unknown on_nonfinite {config.on_nonfinite!r}; choose 'stop' or 'restore'.")
+  if config.on_collapse not in ('warn', 'stop'):
+    raise ValueError(f"Unknown on_collapse {config.on_collapse!r}; choose 'warn' or 'stop'.")
+  augment.parse_policy(config.augment)
+  if not 0 <= config.augment_probability <= 1:
+    raise ValueError(f'config.augment_probability={config.augment_probability} must be between '
+                     '0 and 1.')
   if config.eval_every_steps and not config.eval_classifier_dir:
     raise ValueError('eval_every_steps needs --config.eval_classifier_dir, a judge trained with '
                      'python -m cgan_jax.classifier.')
@@ -147,6 +155,7 @@ class _Progress:
   unchecked: list = dataclasses.field(default_factory=list)
   interval: tuple = ({}, 0)  # On-device sums of the metrics since the last log line, and steps.
   restores: int = 0  # Since the last checkpoint; bounds on_nonfinite='restore' retries.
+  monitor: collapse.Monitor = dataclasses.field(default_factory=collapse.Monitor)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -305,9 +314,15 @@ def _periodic_writes(run: _Run, state: TrainState, progress: _Progress, done: bo
          run.is_chief)
     progress.interval = ({}, 0)
     progress.t_last, progress.step_last = now, step
+    # The means are the same on every host, so every host takes the same decision.
+    _on_collapse(run, state, step, progress.monitor.observe_metrics(step, means), may_stop=True)
   if run.is_chief and (done or _due(step, config.sample_every_steps)):
-    _write_samples(run.workdir, step, _sample_grid(run.generator, state, config, run.info),
-                   run.writer)
+    images, labels = _grid_samples(run.generator, state, config, run.info)
+    columns = len(labels) // config.num_samples_per_class
+    _write_samples(run.workdir, step, plots.grid(images, num_columns=columns), run.writer)
+    diagnosis = progress.monitor.observe_samples(step, images.astype(np.float32) / 127.5 - 1, labels)
+    # Samples are drawn on process 0 alone: only a single-process run can stop on them.
+    _on_collapse(run, state, step, diagnosis, may_stop=jax.process_count() == 1)
   if run.evaluator and (done or _due(step, config.eval_every_steps)):
     scores = _evaluate(run.evaluator, run.generator, state, config, step, run.writer,
                        run.is_chief)
@@ -415,12 +430,27 @@ def _evaluate(evaluator, generator, state: TrainState, config: ml_collections.Co
   return scores
 
 
-def _sample_grid(generator, state: TrainState, config: ml_collections.ConfigDict,
-                 info: labels_lib.DatasetInfo) -> np.ndarray:
-  """A grid with one column per class (or attribute combination) from the EMA generator, always
-  from the same noise."""
+def _grid_samples(generator, state: TrainState, config: ml_collections.ConfigDict,
+                  info: labels_lib.DatasetInfo):
+  """The sample grid's images (uint8, row by row, one column per class or attribute combination)
+  and labels, from the EMA generator, always from the same noise."""
   params = jax.device_get(state.ema_g_params)
   labels = labels_lib.default_labels(info.num_classes)
-  x, _ = sample.class_samples(generator, params, labels, config.num_samples_per_class,
+  return sample.class_samples(generator, params, labels, config.num_samples_per_class,
                               config.seed, config.model.latent_dim, info.num_classes)
-  return plots.grid(x, num_columns=len(labels))
+
+
+def _on_collapse(run: _Run, state: TrainState, step: int, diagnosis: Optional[str],
+                 may_stop: bool):
+  """A collapse's one line: a warning, or (config.on_collapse='stop') a saved checkpoint and
+  collapse.CollapseError."""
+  if diagnosis is None:
+    return
+  if run.config.on_collapse == 'stop' and may_stop:
+    if step not in run.manager.all_steps():
+      checkpoint.save(run.manager, state, run.config, run.info, force=True)
+    checkpoint.wait(run.manager)
+    raise collapse.CollapseError(f'{diagnosis} Stopped with a checkpoint at step {step} '
+                                 '(config.on_collapse=stop).')
+  if run.is_chief:
+    console.say(f'Warning: {diagnosis}')

@@ -68,6 +68,7 @@ def get_config():
   config.checkpoint_every_steps = 500  # Save a checkpoint every this many steps and at the end (0: at the end only).
   config.keep_checkpoints = 3  # Newest checkpoints kept on disk.
   config.on_nonfinite = 'stop'  # NaN/inf step: 'stop' with a message, or 'restore' the last checkpoint.
+  config.on_collapse = 'warn'  # D has won or G collapsed (collapse.py): 'warn' and go on, or 'stop' with a checkpoint.
   config.num_samples_per_class = 10  # Rows of the periodic sample grid.
 
   # Metrics (see cgan_jax/evaluate.py).
