@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from configs import default as default_config
+
 from cgan_jax import console
 from cgan_jax import labels
 
@@ -137,7 +139,25 @@ def save(manager: ocp.CheckpointManager, state, config: ml_collections.ConfigDic
 def _restore_json(manager, step):
   restored = manager.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore(), dataset=ocp.args.JsonRestore()))
-  return ml_collections.ConfigDict(restored['config']), restored['dataset']
+  return with_defaults(restored['config']), restored['dataset']
+
+
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """A saved config with the fields it predates filled in from configs/default.py.
+
+  A checkpoint written before a field existed was trained as that field's default says.
+  """
+  config = default_config.get_config()
+
+  def fill(node, values):
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+        fill(node[key], value)
+      else:
+        with node.unlocked():
+          node[key] = value
+  fill(config, saved)
+  return config
 
 
 def check_compatible(manager: ocp.CheckpointManager, step: int,

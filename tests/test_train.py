@@ -1,6 +1,7 @@
 """The sharded train step: device-count invariance, end-to-end runs, checkpoints and resume."""
 
 import itertools
+import json
 import os
 import types
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from cgan_jax import checkpoint
+from cgan_jax import sample
 from cgan_jax import train
 from cgan_jax import train_step
 from tests.conftest import REPO
@@ -201,3 +203,36 @@ def test_logged_metrics_are_means_over_the_interval(tiny_config, tmp_path, monke
   for name in ('d_loss', 'g_loss', 'd_acc_real'):
     mean = np.mean([per_step[s][name] for s in range(1, 5)])
     np.testing.assert_allclose(logged[4][name], mean, rtol=1e-5, err_msg=name)
+
+
+def test_checkpoint_from_before_newer_fields_resumes_and_samples(tiny_config, tmp_path, capsys):
+  """A checkpoint whose saved config lacks fields added since (their defaults then applied)."""
+  workdir = str(tmp_path)
+  tiny_config.num_train_steps = 2
+  train.train_and_evaluate(tiny_config, workdir)
+  newer = {'augment', 'augment_probability', 'on_collapse', 'eval_metrics'}
+  saved_configs = []
+  for root, _, files in os.walk(os.path.join(workdir, 'checkpoints', '2')):
+    for name in files:
+      path = os.path.join(root, name)
+      try:
+        with open(path) as f:
+          saved = json.load(f)
+      except (UnicodeDecodeError, ValueError):
+        continue
+      if isinstance(saved, dict) and 'num_train_steps' in saved:
+        for key in newer:
+          saved.pop(key, None)
+        saved['model'].pop('hierarchical_z')
+        with open(path, 'w') as f:
+          json.dump(saved, f)
+        saved_configs.append(path)
+  assert saved_configs, 'no saved config found'
+  tiny_config.num_train_steps = 4
+  state = train.train_and_evaluate(tiny_config, workdir)
+  assert int(state.step) == 4
+  out = capsys.readouterr().out
+  assert 'Resuming from step 2' in out and 'Settings changed' not in out
+  assert 'different model' not in out
+  sample.sample_to_file(workdir, str(tmp_path / 'grid.png'), step=2)  # The edited checkpoint.
+  assert os.path.getsize(tmp_path / 'grid.png') > 0
