@@ -107,14 +107,19 @@ class DCGANDiscriminator(nn.Module):
     return conditioning.discriminator_head(self, x, labels, train=train, dropout_keys=dropout_keys)
 
 
-def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Sequence[int]):
-  m = config.model
+def _check_divisible(image_shape: Sequence[int], num_upsamples: int):
+  """A one-line error if the image size does not halve `num_upsamples` times."""
   height, width, _ = image_shape
-  factor = 2**m.num_upsamples
+  factor = 2**num_upsamples
   if height % factor or width % factor:
     raise ValueError(
         f'Image size {height}x{width} is not divisible by 2**model.num_upsamples={factor}; '
         'set --config.image_size or --config.model.num_upsamples.')
+
+
+def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Sequence[int]):
+  m = config.model
+  _check_divisible(image_shape, m.num_upsamples)
   for name in ('g_condition_at', 'd_condition_at'):
     if not 0 <= m[name] <= m.num_upsamples:
       raise ValueError(f'model.{name}={m[name]} must be between 0 and model.num_upsamples='
@@ -137,11 +142,7 @@ def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Seq
 def _resnet(config: ml_collections.ConfigDict, num_classes, image_shape: Sequence[int]):
   m = config.model
   height, width, _ = image_shape
-  factor = 2**m.num_upsamples
-  if height % factor or width % factor:
-    raise ValueError(
-        f'Image size {height}x{width} is not divisible by 2**model.num_upsamples={factor}; '
-        'set --config.image_size or --config.model.num_upsamples.')
+  _check_divisible(image_shape, m.num_upsamples)
   if m.g_norm not in ('batch', 'cbn'):
     raise ValueError(f"model.name='resnet' normalises in every block: set model.g_norm to 'cbn' "
                      f"(class-conditional) or 'batch', not {m.g_norm!r}.")

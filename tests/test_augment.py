@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cgan_jax import augment
+from tests.test_conditioning import _batches
 from tests.test_conditioning import train_steps
 
 
@@ -76,9 +77,7 @@ def test_gradient_flows_through_every_transform():
 def test_augmented_step_eight_devices_match_one(tiny_config, policy):
   tiny_config.augment = policy
   tiny_config.r1_gamma = 1.0  # The penalty sees augmented reals too.
-  rng = np.random.RandomState(0)
-  batches = {'image': rng.uniform(-1, 1, (2, 16, 8, 8, 1)).astype(np.float32),
-             'label': rng.randint(0, 10, (2, 16)).astype(np.int32)}
+  batches = _batches()
   _, state8, metrics8 = train_steps(tiny_config, jax.devices()[:8], batches)
   _, state1, metrics1 = train_steps(tiny_config, jax.devices()[:1], batches)
   for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):

@@ -7,6 +7,7 @@ import pytest
 
 from cgan_jax import models
 from cgan_jax import resnet
+from tests.test_conditioning import _batches
 from tests.test_conditioning import train_steps
 
 
@@ -37,9 +38,7 @@ def test_sizes(tiny_config, size, upsamples, channels, d_blocks):
     ('multiply', 'concat', 'cbn'), ('none', 'multiply', 'cbn'), ('none', 'none', 'cbn')])
 def test_styles_train(tiny_config, g, d, norm):
   config = _resnet(tiny_config, g_conditioning=g, d_conditioning=d, g_norm=norm)
-  rng = np.random.RandomState(0)
-  batches = {'image': rng.uniform(-1, 1, (2, 16, 8, 8, 1)).astype(np.float32),
-             'label': rng.randint(0, 10, (2, 16)).astype(np.int32)}
+  batches = _batches()
   initial, state, metrics = train_steps(config, jax.devices()[:1], batches)
   assert all(np.isfinite(v).all() for v in metrics.values())
   assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial.g_params),
@@ -49,9 +48,7 @@ def test_styles_train(tiny_config, g, d, norm):
 def test_eight_devices_match_one(tiny_config):
   config = _resnet(tiny_config, hierarchical_z=True)
   config.augment = 'translation,cutout'
-  rng = np.random.RandomState(1)
-  batches = {'image': rng.uniform(-1, 1, (2, 16, 8, 8, 1)).astype(np.float32),
-             'label': rng.randint(0, 10, (2, 16)).astype(np.int32)}
+  batches = _batches()
   _, state8, _ = train_steps(config, jax.devices()[:8], batches)
   _, state1, _ = train_steps(config, jax.devices()[:1], batches)
   for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
