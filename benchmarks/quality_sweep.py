@@ -55,6 +55,15 @@ RECIPES = {
     'resnet_aug_hz': ('configs/mnist.py', {**_RESNET, **_AUG, 'model.hierarchical_z': True}),
     'resnet_aug_w32': ('configs/mnist.py', {**_RESNET, **_AUG, 'model.g_width': 32, 'model.d_width': 32}),
     'fashion_tutorial': ('configs/fashion_mnist.py', {}),
+    'mnist': ('configs/mnist.py', {}),
+    'mnist_noaug': ('configs/mnist.py', {'augment': ''}),
+    'mnist_w64': ('configs/mnist.py', {'model.g_width': 64, 'model.d_width': 64}),
+    'mnist_w64_noaug': ('configs/mnist.py', {'model.g_width': 64, 'model.d_width': 64, 'augment': ''}),
+    'mnist_w64_translation': ('configs/mnist.py', {'model.g_width': 64, 'model.d_width': 64, 'augment': 'translation'}),
+    'mnist_w64_noaug_b64': ('configs/mnist.py', {'model.g_width': 64, 'model.d_width': 64, 'augment': '',
+                                                 'batch_size': 64}),
+    'mnist_w64_noaug_sngan_adam': ('configs/mnist.py', {'model.g_width': 64, 'model.d_width': 64, 'augment': '',
+                                                        'g_b1': 0.0, 'd_b1': 0.0, 'g_b2': 0.9, 'd_b2': 0.9}),
 }
 
 
@@ -136,13 +145,17 @@ def speed(data, names, seconds: float = 40.0):
                       'platform': jax.default_backend()}), flush=True)
 
 
-def train(data, names, out: str, steps_per_sec: dict, minutes=(5, 10), num_per_class: int = 100):
-  """Trains each recipe for its budgets' steps; saves EMA samples at each budget and a log."""
+def train(data, names, out: str, steps_per_sec: dict, minutes=(5, 10), num_per_class: int = 100,
+          steps=()):
+  """Trains each recipe for its budgets' steps (or the given `steps`); saves EMA samples at each."""
   images, labels = data['train[:50%]'], data['train[:50%]_label']
   for name in names:
     config = load_config(name)
-    budgets = {m: int(steps_per_sec[name] * 60 * m) // config.steps_per_loop * config.steps_per_loop
-               for m in minutes}
+    if steps:
+      budgets = {f'step{s}': s for s in steps}
+    else:
+      budgets = {m: int(steps_per_sec[name] * 60 * m) // config.steps_per_loop * config.steps_per_loop
+                 for m in minutes}
     start = time.time()
     trainer, mesh, state, loop = _setup(config, images.shape[1:])
     batches = _batches(images, labels, config.batch_size, config.seed)
@@ -170,7 +183,7 @@ def train(data, names, out: str, steps_per_sec: dict, minutes=(5, 10), num_per_c
           if warning:
             log.append({'step': step, 'collapse': warning})
           os.makedirs(os.path.join(out, name), exist_ok=True)
-          np.savez_compressed(os.path.join(out, name, f'samples_{minute}min.npz'), images=x, labels=y,
+          np.savez_compressed(os.path.join(out, name, f'samples_{minute if isinstance(minute, str) else f"{minute}min"}.npz'), images=x, labels=y,
                               step=step)
     with open(os.path.join(out, name, 'log.json'), 'w') as f:
       json.dump({'recipe': name, 'budgets': budgets, 'seconds': time.time() - start,
@@ -224,6 +237,8 @@ def main():
   parser.add_argument('--cpu_steps', help='JSON file of {recipe: steps_per_sec} from `speed`.')
   parser.add_argument('--judge')
   parser.add_argument('--seconds', type=float, default=40.0)
+  parser.add_argument('--steps', default='', help='train: comma-separated step counts to sample at '
+                      'instead of the 5- and 10-minute budgets of --cpu_steps.')
   args = parser.parse_args()
   names = [n for n in args.recipes.split(',') if n]
   if args.command == 'pack':
@@ -231,6 +246,9 @@ def main():
   data = dict(np.load(args.data))
   if args.command == 'speed':
     return speed(data, names, args.seconds)
+  if args.command == 'train' and args.steps:
+    steps = [int(s) for s in args.steps.split(',')]
+    return train(data, names, args.out, {}, steps=steps)
   if args.command == 'train':
     with open(args.cpu_steps) as f:
       rates = {}
