@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cgan_jax import console
 from cgan_jax import host_memory
 from cgan_jax import labels as labels_lib
 from cgan_jax import sharding
@@ -304,7 +305,7 @@ def main(argv):
     try:
       train.check_config(config)
       if args.input_pipeline:
-        print(json.dumps(time_input_pipeline(config, args.input_pipeline)), flush=True)
+        console.say(json.dumps(time_input_pipeline(config, args.input_pipeline)))
         return
       info = input_pipeline.get_info(config, prepare=False)
       if args.keras:
@@ -319,7 +320,7 @@ def main(argv):
     finally:
       for peer in peers:
         peer.close()
-  print(json.dumps(add_peer_memory(result, peers)), flush=True)
+  console.say(json.dumps(add_peer_memory(result, peers)))
 
 
 def define_flags():

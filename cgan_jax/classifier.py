@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from cgan_jax import checkpoint
 from cgan_jax import cli
+from cgan_jax import console
 from cgan_jax import input_pipeline
 from cgan_jax import sharding
 from cgan_jax.sharding import DATA_AXIS
@@ -165,8 +166,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if i % clf.log_every_steps == 0 or i == clf.num_train_steps:
       logits, _ = predict(model, params, test_images)
       accuracy = float((logits.argmax(-1) == test_labels).mean())
-      print(f'classifier step {i}/{clf.num_train_steps}  loss={float(loss):.4f}  '
-            f'{config.eval_split}_accuracy={accuracy:.4f}  {time.time() - start:.0f}s', flush=True)
+      console.say(f'classifier step {i}/{clf.num_train_steps}  loss={float(loss):.4f}  '
+                  f'{config.eval_split}_accuracy={accuracy:.4f}  {time.time() - start:.0f}s')
 
   dataset = {'name': config.dataset, 'num_classes': info.num_classes,
              'image_shape': list(info.image_shape), 'class_names': list(info.class_names),
@@ -213,8 +214,8 @@ def main(argv):
     dataset = train(FLAGS.config, FLAGS.workdir)
   except (ValueError, OSError) as e:
     raise SystemExit(f'Error: {e}') from None
-  print(f"Saved the classifier to {FLAGS.workdir}: {dataset['test_split']} accuracy "
-        f"{dataset['test_accuracy']:.4f} on {dataset['name']}.")
+  console.say(f"Saved the classifier to {FLAGS.workdir}: {dataset['test_split']} accuracy "
+              f"{dataset['test_accuracy']:.4f} on {dataset['name']}.")
 
 
 if __name__ == '__main__':

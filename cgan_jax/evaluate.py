@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from cgan_jax import checkpoint
 from cgan_jax import cli
 from cgan_jax import classifier
+from cgan_jax import console
 from cgan_jax import inception
 from cgan_jax import input_pipeline
 from cgan_jax import metrics
@@ -419,8 +420,8 @@ def main(argv):
       ref = reference_features(config, dataset['image_shape'], FLAGS.fid_num or DEFAULT_FID_NUM,
                                inception.Extractor(FLAGS.inception_weights), FLAGS.reference_stats,
                                progress=True)
-      print(f"Inception features of {len(ref['features'])} images of {config.dataset} "
-            f"{config.train_split!r} in {ref['path']}.")
+      console.say(f"Inception features of {len(ref['features'])} images of {config.dataset} "
+                  f"{config.train_split!r} in {ref['path']}.")
       return
     result = evaluate(FLAGS.workdir, FLAGS.classifier, num_per_class=FLAGS.num_per_class,
                       step=FLAGS.step, use_ema=FLAGS.ema, seed=FLAGS.seed,
@@ -431,8 +432,8 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     # The run's config is fixed; here the held-out split is this command's flag.
     raise SystemExit(f"Error: {str(e).replace('--config.eval_split', '--eval_split')}") from None
-  print(format_table(result))
-  print(json.dumps(result), flush=True)
+  console.say(format_table(result))
+  console.say(json.dumps(result))
 
 
 if __name__ == '__main__':

@@ -30,6 +30,7 @@ import numpy as np
 import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from cgan_jax import console
 from cgan_jax import sharding
 from cgan_jax.sharding import DATA_AXIS
 
@@ -401,7 +402,7 @@ def load_params(path: Optional[str] = None, cache: Optional[str] = None) -> dict
   try:
     _write_npz(cache, arrays, sha256)
   except OSError as e:  # A read-only cache folder costs a conversion per run, nothing else.
-    print(f'Warning: could not cache the converted Inception weights in {cache} ({e}).')
+    console.say(f'Warning: could not cache the converted Inception weights in {cache} ({e}).')
   return _to_tree(arrays)
 
 
@@ -422,6 +423,13 @@ class Extractor:
     self.params = jax.device_put(load_params(weights), NamedSharding(self.mesh, P()))
     self.sharding = NamedSharding(self.mesh, P(DATA_AXIS))
 
+  def _padded_size(self, n: int, n_dev: int) -> int:
+    """Whole shards of a power-of-two batch (16 or more), so that few compiled shapes serve all."""
+    size = n_dev * -(-16 // n_dev)
+    while size < n:
+      size *= 2
+    return min(size, self.batch_size)
+
   def features(self, images, progress: bool = False, desc: str = 'inception') -> np.ndarray:
     """(N, 2048) float32 features of uint8 (N, H, W, 1 or 3) images."""
     check_images(images)
@@ -430,7 +438,7 @@ class Extractor:
     starts = range(0, len(images), self.batch_size)
     for start in tqdm.tqdm(starts, desc=desc, unit='batch', disable=not progress):
       chunk = np.asarray(images[start:start + self.batch_size])
-      pad = -len(chunk) % n_dev  # Whole shards; the padding is cut off below.
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)])
-      out.append(np.asarray(_features(self.params, jax.device_put(chunk, self.sharding)))[:len(chunk) - pad])
+      pad = self._padded_size(len(chunk), n_dev) - len(chunk)  # Cut off below.
+      padded = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.uint8)])
+      out.append(np.asarray(_features(self.params, jax.device_put(padded, self.sharding)))[:len(chunk)])
     return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), np.float32)
