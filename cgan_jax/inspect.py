@@ -12,14 +12,16 @@ Writes into --output (default DIR/inspect):
   loss_curves.png            losses, D accuracy and gradient norms from the TensorBoard events.
 """
 
+import dataclasses
 import glob
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import tqdm
 
@@ -156,103 +158,139 @@ def loss_panels(scalars: plots.Curves) -> List[Tuple[str, plots.Curves]]:
   return panels
 
 
+@dataclasses.dataclass
+class _Run:
+  """What every part of an inspection reads: the restored run and where its files go."""
+  workdir: str
+  output: str
+  config: ml_collections.ConfigDict
+  generator: nn.Module
+  g_params: dict
+  d_params: dict
+  g_key: str
+  num_classes: object
+  class_names: List[str]
+  log: Callable[[str], None]
+
+  @property
+  def counts(self) -> tuple:
+    return labels_lib.attribute_counts(self.num_classes)
+
+  def with_others(self, y):
+    """Labels of the first attribute, with every other attribute at 0."""
+    return np.stack([y] + [0 * y] * (len(self.counts) - 1), 1) if len(self.counts) > 1 else y
+
+
+def _restore(workdir, output, step, use_ema, log) -> Tuple[_Run, int]:
+  g_key = 'ema_g_params' if use_ema else 'g_params'
+  restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
+  num_classes = labels_lib.num_classes_from_json(dataset['num_classes'])
+  counts = labels_lib.attribute_counts(num_classes)
+  # With several attributes the pictures sweep the first one (the others at 0).
+  names = dataset.get('class_names') or []
+  names = names if len(counts) == 1 else names[0] if names else []
+  generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
+  run = _Run(workdir, output, config, generator, restored[g_key], restored['d_params'], g_key,
+             num_classes, [str(n) for n in names or range(counts[0])], log)
+  return run, step
+
+
+def _write_params(run: _Run, result: dict):
+  tables = param_table(run.g_params, f'Generator ({run.g_key})') + '\n\n' + param_table(
+      run.d_params, 'Discriminator (d_params)')
+  result['files']['params'] = os.path.join(run.output, 'params.txt')
+  with open(result['files']['params'], 'w') as f:
+    f.write(tables + '\n')
+  run.log(tables)
+
+
+def _write_embeddings(run: _Run, result: dict):
+  embeddings = {**embedding_tables(run.g_params, 'G'), **embedding_tables(run.d_params, 'D')}
+  result['embeddings'] = embeddings
+  for name, table in embeddings.items():
+    np.save(os.path.join(run.output, 'embeddings', f'{name}.npy'), table)
+    with np.printoptions(precision=3, suppress=True, linewidth=120):
+      run.log(f'\n{name}: nn.Embed table {table.shape} (row = class)\n{table}')
+  if embeddings:
+    result['files']['embedding_cosine'] = plots.heatmaps(
+        [(f'{name}: cosine similarity', cosine_similarity(t)) for name, t in embeddings.items()],
+        run.class_names, os.path.join(run.output, 'embedding_cosine.png'))
+  else:
+    result['notes'].append('No nn.Embed in G or D (conditioning "none"): no embedding heatmap.')
+
+
+def _write_conditioned_pca(run: _Run, result: dict, num_per_class: int, seed: int):
+  latent_dim, g_conditioning = run.config.model.latent_dim, run.config.model.g_conditioning
+  found = find_conditioned_input(run.generator, run.g_params, latent_dim,
+                                 run.with_others(np.array([0, 1, 0])))
+  if found is None:
+    result['notes'].append(f'No layer input of G depends on the label (g_conditioning='
+                           f'{g_conditioning!r}): no conditioned-input PCA.')
+    return
+  index, layer = found
+  labels = np.repeat(np.arange(run.counts[0]), num_per_class)
+  z = sample.noise(seed, len(labels), latent_dim)
+  _, inputs, outputs = module_io(run.generator, run.g_params, z,
+                                 jnp.asarray(run.with_others(labels)))[index]
+  panels = []
+  # The input shows what conditioning hands G; the layer's output shows what G makes of it.
+  for where, features in (('input', inputs), ('output', outputs)):
+    features = features.reshape(len(labels), -1)
+    points, share = pca_2d(features)
+    separation = class_separation(features, labels)
+    result[f'pca_{where}'] = {'layer': layer, 'points': points, 'labels': labels,
+                              'variance': share, 'class_separation': separation}
+    run.log(f'\nConditioned G: {where} of {layer!r} ({features.shape[1]} values); the class '
+            f'explains {separation:.1%} of its variance.')
+    panels.append((points, f'{where} of G/{layer} ({g_conditioning}); '
+                   f'class: {separation:.0%} of var.',
+                   (f'PC1 ({share[0]:.0%} of variance)', f'PC2 ({share[1]:.0%})')))
+  result['files']['conditioned_input_pca'] = plots.scatter_by_class(
+      panels, labels, run.class_names, os.path.join(run.output, 'conditioned_input_pca.png'))
+
+
+def _write_interpolation(run: _Run, result: dict, num_steps: int, seed: int):
+  x, _ = sample.interpolation(run.generator, run.g_params,
+                              run.with_others(np.arange(run.counts[0])), num_steps, seed,
+                              run.config.model.latent_dim, run.num_classes)
+  result['interpolation'] = x
+  result['files']['interpolation'] = os.path.join(run.output, 'interpolation.png')
+  plots.write_image(result['files']['interpolation'],
+                    plots.grid(x, num_columns=num_steps, min_cell=32))
+
+
+def _write_loss_curves(run: _Run, result: dict):
+  panels = loss_panels(read_scalars(run.workdir))
+  if panels:
+    result['files']['loss_curves'] = plots.curves(panels,
+                                                  os.path.join(run.output, 'loss_curves.png'))
+    result['num_panels'] = len(panels)
+  else:
+    result['notes'].append(f'No TensorBoard scalars in {run.workdir}: no loss curves.')
+
+
 def inspect_workdir(workdir: str, output: Optional[str] = None, *, step: Optional[int] = None,
                     use_ema: bool = True, num_per_class: int = 100, num_steps: int = 8,
                     seed: int = 0, log=tqdm.tqdm.write) -> dict:
   """Writes every table and picture for the run in `workdir`; returns what it computed."""
   output = output or os.path.join(workdir, 'inspect')
-  g_key = 'ema_g_params' if use_ema else 'g_params'
-  restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
-  g_params, d_params = restored[g_key], restored['d_params']
-  num_classes = labels_lib.num_classes_from_json(dataset['num_classes'])
-  latent_dim, counts = config.model.latent_dim, labels_lib.attribute_counts(num_classes)
-  # With several attributes the pictures sweep the first one (the others at 0).
-  names = dataset.get('class_names') or []
-  names = names if len(counts) == 1 else names[0] if names else []
-  class_names = [str(n) for n in names or range(counts[0])]
-  classes = np.arange(counts[0])
-
-  def with_others(y):
-    return np.stack([y] + [0 * y] * (len(counts) - 1), 1) if len(counts) > 1 else y
-  generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
+  run, step = _restore(workdir, output, step, use_ema, log)
   # After the restore, so that a mistyped --workdir creates nothing.
   checkpoint.check_writable(output, '--output')
   os.makedirs(os.path.join(output, 'embeddings'), exist_ok=True)
   result = {'step': step, 'output': output, 'files': {}, 'notes': []}
-  files, notes = result['files'], result['notes']
   log(f'Inspecting {workdir} at step {step} into {output}')
-  progress = tqdm.tqdm(total=5, desc='inspect', unit='part')
-
-  tables = param_table(g_params, f'Generator ({g_key})') + '\n\n' + param_table(
-      d_params, 'Discriminator (d_params)')
-  files['params'] = os.path.join(output, 'params.txt')
-  with open(files['params'], 'w') as f:
-    f.write(tables + '\n')
-  log(tables)
-  progress.update()
-
-  embeddings = {**embedding_tables(g_params, 'G'), **embedding_tables(d_params, 'D')}
-  result['embeddings'] = embeddings
-  for name, table in embeddings.items():
-    np.save(os.path.join(output, 'embeddings', f'{name}.npy'), table)
-    with np.printoptions(precision=3, suppress=True, linewidth=120):
-      log(f'\n{name}: nn.Embed table {table.shape} (row = class)\n{table}')
-  if embeddings:
-    files['embedding_cosine'] = plots.heatmaps(
-        [(f'{name}: cosine similarity', cosine_similarity(t)) for name, t in embeddings.items()],
-        class_names, os.path.join(output, 'embedding_cosine.png'))
-  else:
-    notes.append('No nn.Embed in G or D (conditioning "none"): no embedding heatmap.')
-  progress.update()
-
-  found = find_conditioned_input(generator, g_params, latent_dim,
-                                 with_others(np.array([0, 1, 0])))
-  if found is None:
-    notes.append(f'No layer input of G depends on the label (g_conditioning='
-                 f'{config.model.g_conditioning!r}): no conditioned-input PCA.')
-  else:
-    index, layer = found
-    labels = np.repeat(classes, num_per_class)
-    z = sample.noise(seed, len(labels), latent_dim)
-    _, inputs, outputs = module_io(generator, g_params, z, jnp.asarray(with_others(labels)))[index]
-    panels = []
-    # The input shows what conditioning hands G; the layer's output shows what G makes of it.
-    for where, features in (('input', inputs), ('output', outputs)):
-      features = features.reshape(len(labels), -1)
-      points, share = pca_2d(features)
-      separation = class_separation(features, labels)
-      result[f'pca_{where}'] = {'layer': layer, 'points': points, 'labels': labels,
-                                'variance': share, 'class_separation': separation}
-      log(f'\nConditioned G: {where} of {layer!r} ({features.shape[1]} values); the class '
-          f'explains {separation:.1%} of its variance.')
-      panels.append((points, f'{where} of G/{layer} ({config.model.g_conditioning}); '
-                     f'class: {separation:.0%} of var.',
-                     (f'PC1 ({share[0]:.0%} of variance)', f'PC2 ({share[1]:.0%})')))
-    files['conditioned_input_pca'] = plots.scatter_by_class(
-        panels, labels, class_names, os.path.join(output, 'conditioned_input_pca.png'))
-  progress.update()
-
-  x, _ = sample.interpolation(generator, g_params, with_others(classes), num_steps, seed,
-                              latent_dim, num_classes)
-  result['interpolation'] = x
-  files['interpolation'] = os.path.join(output, 'interpolation.png')
-  plots.write_image(files['interpolation'], plots.grid(x, num_columns=num_steps, min_cell=32))
-  progress.update()
-
-  scalars = read_scalars(workdir)
-  panels = loss_panels(scalars)
-  if panels:
-    files['loss_curves'] = plots.curves(panels, os.path.join(output, 'loss_curves.png'))
-    result['num_panels'] = len(panels)
-  else:
-    notes.append(f'No TensorBoard scalars in {workdir}: no loss curves.')
-  progress.update()
-  progress.close()
-
-  for note in notes:
+  parts = (lambda: _write_params(run, result),
+           lambda: _write_embeddings(run, result),
+           lambda: _write_conditioned_pca(run, result, num_per_class, seed),
+           lambda: _write_interpolation(run, result, num_steps, seed),
+           lambda: _write_loss_curves(run, result))
+  for part in tqdm.tqdm(parts, desc='inspect', unit='part'):
+    part()
+  for note in result['notes']:
     log('Note: ' + note)
-  log('Wrote ' + ', '.join(sorted(os.path.relpath(p, output) for p in files.values())) +
-      f' and {len(embeddings)} embedding table(s) to {output}')
+  log('Wrote ' + ', '.join(sorted(os.path.relpath(p, output) for p in result['files'].values()))
+      + f" and {len(result['embeddings'])} embedding table(s) to {output}")
   return result
 
 
