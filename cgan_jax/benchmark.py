@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -180,6 +181,34 @@ def peer_shapes(config, info) -> dict:
               latent_dim=config.model.latent_dim)
 
 
+def _compile_one_step(step_fn, mesh, state, batches) -> Tuple[float, float]:
+  """Compile seconds and FLOPs of one step compiled ahead of time (cost analysis does not look
+  inside loops); the SPMD program is per device, so its FLOPs scale by the device count."""
+  t = time.perf_counter()
+  one_batch = jax.tree.map(lambda x: x[0], batches)
+  one_step = train_step.make_sharded_step(step_fn, mesh).lower(state, one_batch).compile()
+  return time.perf_counter() - t, _flops(one_step) * mesh.devices.size
+
+
+def _timed_windows(train_loop, state, batches, steps: int, matmul_probe, windows: int, peers):
+  """Seconds of the loop per window, the matmul rate beside each, and each peer's seconds."""
+  state, metrics = train_loop(state, batches)  # Warm-up (compiles the loop).
+  jax.block_until_ready(metrics)
+  jax_times, matmul_rates = [], []
+  peer_times = {peer.name: [] for peer in peers}
+  # The ceiling is probed in every window, beside the step: on a shared machine the
+  # matmul rate drifts, and a fraction must compare the two under the same load.
+  for _ in range(windows):
+    t = time.perf_counter()
+    state, metrics = train_loop(state, batches)
+    jax.block_until_ready(metrics)
+    jax_times.append(time.perf_counter() - t)
+    matmul_rates.append(matmul_probe())
+    for peer in peers:
+      peer_times[peer.name].append(peer(steps))
+  return jax_times, matmul_rates, peer_times, metrics
+
+
 def run(config: ml_collections.ConfigDict, info, *, steps: int = 0, windows: int = 5,
         matmul_size: int = 2048, matmul_dtype=None, peers=()) -> dict:
   """Compiles and times the train loop; each of `peers` (steps -> seconds, with a `name`) is
@@ -198,31 +227,11 @@ def run(config: ml_collections.ConfigDict, info, *, steps: int = 0, windows: int
   train_loop = train_step.make_train_loop(step_fn, mesh)
   batches = _synthetic_batches(config, info, steps, mesh)
 
-  # One step compiled ahead of time: its compile time and FLOPs (cost analysis does not
-  # look inside loops); the SPMD program is per device, so scale by the device count.
-  t = time.perf_counter()
-  one_batch = jax.tree.map(lambda x: x[0], batches)
-  one_step = train_step.make_sharded_step(step_fn, mesh).lower(state, one_batch).compile()
-  compile_sec = time.perf_counter() - t
-  step_flops = _flops(one_step) * mesh.devices.size
-  model_flops = _model_flops(config, info, state, one_batch)
-  del one_step
-
-  state, metrics = train_loop(state, batches)  # Warm-up (compiles the loop).
-  jax.block_until_ready(metrics)
+  compile_sec, step_flops = _compile_one_step(step_fn, mesh, state, batches)
+  model_flops = _model_flops(config, info, state, jax.tree.map(lambda x: x[0], batches))
   matmul_probe = make_matmul_probe(matmul_size, dtype=matmul_dtype)
-  jax_times, matmul_rates = [], []
-  peer_times = {peer.name: [] for peer in peers}
-  # The ceiling is probed in every window, beside the step: on a shared machine the
-  # matmul rate drifts, and a fraction must compare the two under the same load.
-  for _ in range(windows):
-    t = time.perf_counter()
-    state, metrics = train_loop(state, batches)
-    jax.block_until_ready(metrics)
-    jax_times.append(time.perf_counter() - t)
-    matmul_rates.append(matmul_probe())
-    for peer in peers:
-      peer_times[peer.name].append(peer(steps))
+  jax_times, matmul_rates, peer_times, metrics = _timed_windows(
+      train_loop, state, batches, steps, matmul_probe, windows, peers)
 
   matmul = statistics.median(matmul_rates)
   steps_per_sec = steps / statistics.median(jax_times)
