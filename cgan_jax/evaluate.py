@@ -258,7 +258,6 @@ class Evaluator:
                                                   self.extractor, reference_stats, self.progress)
     ref = self.inception_reference
     check_covariance_size(len(ref['features']), f"The reference ({config.train_split!r})")
-    self.reference_stats = metrics.gaussian_stats(ref['features'])
     # The ceiling: as many held-out real images, classes in turn, when the held-out split holds them.
     images, labels, _ = classifier.load_split(config, config.eval_split)
     labels = labels[:, 0] if labels.ndim == 2 else labels
@@ -272,8 +271,7 @@ class Evaluator:
     ref = self.inception_reference
     out = {}
     if 'fid' in self.metric_names:
-      out['fid'] = metrics.frechet_distance_from_stats(*metrics.gaussian_stats(features),
-                                                      *self.reference_stats)
+      out['fid'] = metrics.frechet_distance(features, ref['features'])
     if 'kid' in self.metric_names:
       out['kid'] = metrics.kernel_inception_distance(features, ref['features'], seed=seed)
     if 'intra_fid' in self.metric_names:

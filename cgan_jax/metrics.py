@@ -73,7 +73,24 @@ def frechet_distance(features_a, features_b) -> float:
   if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
     raise ValueError(f'Need two (N, D) feature sets with the same D and N >= 2, got {a.shape} '
                      f'and {b.shape}.')
+  if max(len(a), len(b)) < a.shape[1]:
+    return _frechet_distance_low_rank(a, b)
   return frechet_distance_from_stats(*gaussian_stats(a), *gaussian_stats(b))
+
+
+def _frechet_distance_low_rank(a, b) -> float:
+  """The same distance from the centred sets A and B when they hold fewer rows than features.
+
+  S_a S_b = A'A B'B / c has the nonzero eigenvalues of (A B')(A B')' / c, so Tr((S_a S_b)^1/2)
+  is the sum of A B''s singular values over sqrt(c): an (Na, Nb) problem instead of (D, D)
+  (intra-FID's per-class sets are much smaller than Inception's 2048 features).
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  centred_a, centred_b = a - a.mean(0), b - b.mean(0)
+  scale = np.sqrt((len(a) - 1) * (len(b) - 1))
+  cross = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / scale
+  traces = (centred_a ** 2).sum() / (len(a) - 1) + (centred_b ** 2).sum() / (len(b) - 1)
+  return float(((a.mean(0) - b.mean(0)) ** 2).sum() + traces - 2 * cross)
 
 
 def _sq_distances(x, y):

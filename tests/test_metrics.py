@@ -59,6 +59,15 @@ def test_frechet_distance_matches_scipy_sqrtm():
   assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
 
 
+@pytest.mark.parametrize('n_a,n_b', [(5, 7), (30, 30), (2, 40)])
+def test_frechet_distance_of_sets_smaller_than_the_dimension(n_a, n_b):
+  # Fewer images than features take the (N, N) route; it must equal the covariance route.
+  rng = np.random.default_rng(n_a)
+  a, b = rng.normal(size=(n_a, 64)), rng.normal(1.0, 2.0, size=(n_b, 64)) @ rng.normal(size=(64, 64))
+  expected = metrics.frechet_distance_from_stats(*metrics.gaussian_stats(a), *metrics.gaussian_stats(b))
+  assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+
+
 def test_frechet_distance_known_values():
   rng = np.random.default_rng(3)
   a = rng.normal(size=(500, 16))
