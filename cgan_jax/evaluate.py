@@ -57,7 +57,8 @@ def score(logits, features, labels, reference_features, num_classes: int,
   With `num_resamples`, each metric of METRICS but the classifier score also gets a bootstrap
   interval (`NAME_ci`: [lo, hi], the central 95% of the metric over resamples with replacement):
   accuracy, FD, precision and density resample the scored images; recall and coverage, means over
-  the reference images, resample those; the k-NN radii are those of the whole sets.
+  the reference images, resample those; the k-NN radii are those of the whole sets. FD's
+  percentiles are moved down by the mean rise that repeated images give a resample.
   """
   accuracy, per_class = metrics.conditional_accuracy(logits, labels, num_classes)
   points = metrics.prdc_points(reference_features, features)

@@ -135,6 +135,19 @@ def test_frechet_distance_interval_brackets_the_estimate_and_shrinks_with_n():
   assert widths[1] < widths[0] / 2  # About 1/sqrt(10) as wide with 10x the points.
 
 
+def test_frechet_distance_interval_brackets_the_estimate_in_many_dimensions():
+  # 128 features of 500 images: resampling with repetition raises FD by more than its spread,
+  # so the plain percentiles would lie above the estimate.
+  rng = np.random.default_rng(10)
+  x, reference = rng.normal(size=(500, 128)) + 0.1, rng.normal(size=(1000, 128))
+  indices = metrics.resample_indices(len(x), 100)
+  estimate = metrics.frechet_distance(x, reference)
+  resampled = [metrics.frechet_distance(x[i], reference) for i in indices]
+  assert metrics.percentile_interval(resampled)[0] > estimate
+  lo, hi = metrics.frechet_distance_interval(x, reference, indices)
+  assert lo < estimate < hi
+
+
 def test_prdc_points_average_to_prdc():
   rng = np.random.default_rng(9)
   real, fake = rng.normal(size=(300, 5)), rng.normal(size=(250, 5)) + 0.2
