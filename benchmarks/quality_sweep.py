@@ -59,6 +59,7 @@ RECIPES = {
                                                 'augment_probability': 0.2}),
     'resnet': ('configs/default.py', _RESNET),
     'resnet_aug': ('configs/default.py', {**_RESNET, **_AUG}),
+    'resnet_w32': ('configs/default.py', {**_RESNET, 'model.g_width': 32, 'model.d_width': 32}),
     'fashion_tutorial': ('configs/fashion_mnist.py', {}),
 }
 
