@@ -115,6 +115,7 @@ def main():
   parser.add_argument('--train_split', default='', help="The GAN's split, e.g. 'train[:50%%]'.")
   parser.add_argument('--max_steps', type=int, default=0, help='Cap on every run\'s steps; 0 = none.')
   parser.add_argument('--only', default='', help='Run only commands containing this text.')
+  parser.add_argument('--skip', default='', help='Leave out commands containing this text.')
   parser.add_argument('--out', required=True, help='Folder of the runs\' workdirs.')
   args = parser.parse_args()
   datasets = args.datasets.split(',')
@@ -122,7 +123,7 @@ def main():
   if len(judges) != len(datasets):
     parser.error('give one --judges entry per --datasets entry.')
   commands = unique(c for c in readme_commands(os.path.join(REPO, 'README.md')) + config_commands()
-                    if args.only in c)
+                    if args.only in c and not (args.skip and args.skip in c))
   index = 0
   for dataset, judge_dir in zip(datasets, judges):
     for command in commands:
