@@ -57,6 +57,7 @@ RECIPES = {
     'w64_ttur_g1e4': ('configs/default.py', {**_W64, 'd_learning_rate': 4e-4, 'g_learning_rate': 1e-4}),
     'w64_ttur_aug_p02': ('configs/default.py', {**_W64, **_AUG, 'd_learning_rate': 4e-4,
                                                 'augment_probability': 0.2}),
+    'mnist_linear': ('configs/mnist.py', {'lr_schedule': 'linear'}),
     'resnet': ('configs/default.py', _RESNET),
     'resnet_aug': ('configs/default.py', {**_RESNET, **_AUG}),
     'resnet_w32': ('configs/default.py', {**_RESNET, 'model.g_width': 32, 'model.d_width': 32}),
@@ -150,6 +151,7 @@ def train(data, names, out: str, steps_per_sec: dict, minutes=(5, 10), num_per_c
     config = load_config(name)
     if steps:
       budgets = {f'step{s}': s for s in steps}
+      config.num_train_steps = max(steps)  # Where a 'linear' lr_schedule reaches 0.
     else:
       budgets = {m: int(steps_per_sec[name] * 60 * m) // config.steps_per_loop * config.steps_per_loop
                  for m in minutes}

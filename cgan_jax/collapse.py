@@ -2,9 +2,9 @@
 
 D has won when it tells nearly every real and generated image apart while G's gradient has
 all but vanished, for several log intervals in a row: G no longer learns anything. G has
-collapsed when the samples of a class (from different noise) are nearly the same image, or
-every sample is blank. Both are read from what training already computes: the logged metric
-means and the periodic sample grid.
+collapsed when the samples of a class (from different noise) are nearly the same image, vary
+far less than real images of a class do, or are blank. All are read from what training
+already computes: the logged metric means, the real batches and the periodic sample grid.
 """
 
 from typing import Optional
@@ -16,10 +16,14 @@ WON_GRAD_FRACTION = 0.01  # ...while G's gradient norm is below this share of it
 WON_INTERVALS = 3  # ...for this many log intervals in a row.
 MIN_DIVERSITY = 0.02  # Per-pixel std over a class's samples (in [-1, 1] units) below this: one image.
 MIN_CONTRAST = 0.02  # Per-image pixel std below this: a blank image.
+MIN_VARIETY = 0.45  # A class's samples varying less than this share of a real class's: few modes.
+REAL_IMAGES = 512  # Real training images that measure the data's per-class variety.
 
 REMEDY = ('try --config.loss=hinge with --config.model.d_spectral_norm=True and '
           '--config.model.d_dropout=0, --config.augment=translation,cutout, or a lower '
           '--config.d_learning_rate (configs/mnist.py is a recipe that trains)')
+VARIETY_REMEDY = ('try the config made for this image size (configs/digits.py at 8x8, '
+                  'configs/mnist.py at 28x28) or leave --config.augment out (docs/quality.md)')
 
 
 class CollapseError(RuntimeError):
@@ -52,7 +56,8 @@ def sample_diversity(images: np.ndarray, labels: np.ndarray) -> tuple:
   groups = {}
   for i, key in enumerate(keys):
     groups.setdefault(key, []).append(i)
-  spreads = [images[idx].std(axis=0).mean() for idx in groups.values() if len(idx) > 1]
+  # ddof=1: a grid's 10 samples a class and a batch's few real ones measure alike.
+  spreads = [images[idx].std(axis=0, ddof=1).mean() for idx in groups.values() if len(idx) > 1]
   diversity = float(np.mean(spreads)) if spreads else float('nan')
   contrast = float(images.reshape(len(images), -1).std(axis=1).mean())
   return diversity, contrast
@@ -69,24 +74,51 @@ def g_has_collapsed(images: np.ndarray, labels: np.ndarray) -> Optional[str]:
   return None
 
 
+def g_lacks_variety(images: np.ndarray, labels: np.ndarray,
+                    real_variety: Optional[float]) -> Optional[str]:
+  """A one-line diagnosis if generated `images` of a class vary far less than real ones do."""
+  diversity, _ = sample_diversity(images, labels)
+  if not real_variety or diversity >= MIN_VARIETY * real_variety:
+    return None
+  return (f'G has collapsed to a few images per class: its samples of a class vary '
+          f'{diversity / real_variety:.0%} as much as real images of a class (per-pixel std '
+          f'{diversity:.3f} against {real_variety:.3f})')
+
+
 class Monitor:
   """Keeps the log means of a run and reports a collapse once (None while training is healthy)."""
 
   def __init__(self):
     self.history = []
     self.reported = False
+    self.real_variety = None  # Per-class variety of REAL_IMAGES training images, once seen.
+    self._real = []
 
-  def _report(self, step: int, diagnosis: Optional[str]) -> Optional[str]:
+  def _report(self, step: int, diagnosis: Optional[str], remedy: str = REMEDY) -> Optional[str]:
     if diagnosis is None or self.reported:
       return None
     self.reported = True
-    return f'Step {step}: {diagnosis}; {REMEDY}.'
+    return f'Step {step}: {diagnosis}; {remedy}.'
 
   def observe_metrics(self, step: int, means: dict) -> Optional[str]:
     """Adds a log interval's metric means; a message the first time D is found to have won."""
     self.history.append({k: float(v) for k, v in means.items()})
     return self._report(step, d_has_won(self.history))
 
+  def observe_real(self, images: np.ndarray, labels: np.ndarray):
+    """Keeps real training images (any leading batch axes) until REAL_IMAGES are seen."""
+    if self.real_variety is not None:
+      return
+    images = np.asarray(images)
+    images = images.reshape(-1, *images.shape[-3:])  # HWC images.
+    self._real.append((images, np.asarray(labels).reshape(len(images), -1)))
+    if sum(len(x) for x, _ in self._real) >= REAL_IMAGES:
+      self.real_variety = sample_diversity(*map(np.concatenate, zip(*self._real)))[0]
+      self._real = []
+
   def observe_samples(self, step: int, images: np.ndarray, labels: np.ndarray) -> Optional[str]:
     """Checks a periodic sample grid; a message the first time G is found collapsed."""
-    return self._report(step, g_has_collapsed(images, labels))
+    diagnosis = g_has_collapsed(images, labels)
+    if diagnosis:
+      return self._report(step, diagnosis)
+    return self._report(step, g_lacks_variety(images, labels, self.real_variety), VARIETY_REMEDY)

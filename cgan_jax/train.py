@@ -88,6 +88,7 @@ def check_config(config: ml_collections.ConfigDict):
                      'checkpoints afterwards with python -m cgan_jax.evaluate.')
   losses.get_loss(config.loss)
   train_step.check_d_update(config.d_update)
+  train_step.check_lr_schedule(config.lr_schedule)
   models.check_names(config)
 
 
@@ -247,6 +248,7 @@ def _train(run: _Run, state: TrainState, progress: _Progress, stop_signals: list
     k = min(config.steps_per_loop, boundary - progress.step)
     local = [next(progress.batches) for _ in range(k)]
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
+    progress.monitor.observe_real(stacked['image'], stacked['label'])
     state, metrics = train_loop(state, sharding.to_global(stacked, run.mesh))
     if progress.t_last is None:  # The first call compiled the step before dispatching it.
       progress.t_last = time.time()
@@ -402,8 +404,9 @@ def _log(step: int, metrics: dict, steps_per_sec: float, config: ml_collections.
   if writer:
     for name, value in metrics.items():
       writer.scalar(name, float(value), step)
-    writer.scalar('g_learning_rate', config.g_learning_rate, step)
-    writer.scalar('d_learning_rate', config.d_learning_rate, step)
+    for name in ('g_learning_rate', 'd_learning_rate'):
+      rate = train_step.learning_rate(config, config[name])
+      writer.scalar(name, float(rate(step) if callable(rate) else rate), step)
 
 
 def _write_samples(workdir: str, step: int, picture: np.ndarray, writer):

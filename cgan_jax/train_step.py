@@ -33,10 +33,26 @@ class TrainState:
   d_stats: Any  # D's non-parameter variables (spectral-norm u and sigma); {} without them.
 
 
+def check_lr_schedule(lr_schedule: str):
+  """A one-line error for an unknown config.lr_schedule."""
+  if lr_schedule not in ('constant', 'linear'):
+    raise ValueError(f"Unknown lr_schedule {lr_schedule!r}; choose 'constant' or 'linear'.")
+
+
+def learning_rate(config: ml_collections.ConfigDict, peak: float, updates_per_step: int = 1):
+  """`peak`, constant or decayed linearly to 0 at num_train_steps (SNGAN's schedule)."""
+  check_lr_schedule(config.lr_schedule)
+  if config.lr_schedule == 'linear':
+    return optax.linear_schedule(peak, 0.0, config.num_train_steps * updates_per_step)
+  return peak
+
+
 def create_optimizers(config: ml_collections.ConfigDict):
-  """Adam for G and for D, each with its own learning rate and betas."""
-  g_tx = optax.adam(config.g_learning_rate, b1=config.g_b1, b2=config.g_b2)
-  d_tx = optax.adam(config.d_learning_rate, b1=config.d_b1, b2=config.d_b2)
+  """Adam for G and for D, each with its own learning rate (schedule) and betas."""
+  g_tx = optax.adam(learning_rate(config, config.g_learning_rate), b1=config.g_b1, b2=config.g_b2)
+  d_updates_per_step = config.d_steps * len(_D_PHASES.get(config.d_update, ()))
+  d_tx = optax.adam(learning_rate(config, config.d_learning_rate, d_updates_per_step),
+                    b1=config.d_b1, b2=config.d_b2)
   if config.model.freeze_embed:
     # Tables loaded from model.embed_init_file are named 'pretrained': they get no update.
     def labels(params):

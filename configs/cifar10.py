@@ -1,8 +1,9 @@
 """SNGAN with projection on 32x32 RGB CIFAR-10, as published (Miyato & Koyama 2018).
 
 Residual G (256 feature maps, conditional BN) and D (128, spectral norm, projection), hinge
-loss, five D steps per G step, Adam(2e-4, 0, 0.9), batch 64, 50k G steps; samples come from
-an EMA of G, as PyTorch-StudioGAN and BigGAN-PyTorch report.
+loss, five D steps per G step, Adam(2e-4, 0, 0.9) decayed linearly to 0, batch 64 (128 fakes in
+G's update), 50k G steps: pfnet-research/sngan_projection's configs/sn_cifar10.yml. Samples come
+from an EMA of G, as PyTorch-StudioGAN and BigGAN-PyTorch report.
 """
 
 from configs import default
@@ -29,8 +30,10 @@ def get_config():
   config.d_b1 = 0.0
   config.g_b2 = 0.9
   config.d_b2 = 0.9
+  config.lr_schedule = 'linear'  # Both rates decay to 0 at the last step.
   config.ema_decay = 0.9999  # Sample from the EMA generator.
-  config.batch_size = 64
+  config.batch_size = 64  # Real images in each D step.
+  config.g_batch_size = 128  # Fakes in G's update (n_gen_samples).
   config.num_train_steps = 50_000  # G updates.
   config.reuse_host_memory = True  # On a CPU: no page faults on the step's large buffers.
   config.steps_per_loop = 50

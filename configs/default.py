@@ -52,6 +52,7 @@ def get_config():
   config.d_b1 = 0.5  # Adam beta1 of D.
   config.g_b2 = 0.999  # Adam beta2 of G.
   config.d_b2 = 0.999  # Adam beta2 of D.
+  config.lr_schedule = 'constant'  # 'constant', or 'linear': both rates decay to 0 at num_train_steps.
   config.augment = ''  # DiffAugment policy on everything D sees, e.g. 'translation,cutout' or 'color,translation,cutout'.
   config.augment_probability = 1.0  # Chance that each transform of config.augment is applied to an image.
   config.ema_decay = 0.0  # EMA of G's weights for sampling (decay warmed up); 0 = raw weights.

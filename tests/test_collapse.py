@@ -54,7 +54,27 @@ def test_attribute_labels_group_by_combination():
   images = np.stack([np.zeros((4, 4, 1)), np.ones((4, 4, 1)), np.zeros((4, 4, 1)),
                      np.ones((4, 4, 1))])
   diversity, contrast = collapse.sample_diversity(images, labels)
-  assert diversity == pytest.approx(0.5) and contrast == 0
+  assert diversity == pytest.approx(0.5**0.5) and contrast == 0  # std of {0, 1}, ddof=1.
+
+
+def test_samples_far_less_varied_than_real_images_are_collapse():
+  """Each class drawn as one image with small changes: not one image, but far from the data."""
+  rng = np.random.default_rng(0)
+  real_labels = rng.integers(0, 10, (4, 128))  # Four steps' batches, as the train loop has them.
+  monitor = collapse.Monitor()
+  for step_images, step_labels in zip(rng.uniform(-1, 1, (4, 128, 8, 8, 1)), real_labels):
+    assert monitor.real_variety is None
+    monitor.observe_real(step_images[None], step_labels[None])
+  assert monitor.real_variety == pytest.approx(2 / 12**0.5, rel=0.05)  # Uniform's std.
+  labels = np.repeat(np.arange(10), 10)
+  few = rng.uniform(-1, 1, (10, 8, 8, 1))[labels] + rng.normal(0, 0.15, (100, 8, 8, 1))
+  assert collapse.g_has_collapsed(few, labels) is None  # Not blank, not one image...
+  message = monitor.observe_samples(600, few, labels)
+  assert message.startswith('Step 600: G has collapsed to a few images per class')
+  assert 'configs/digits.py' in message
+  varied = rng.uniform(-1, 1, (100, 8, 8, 1))
+  assert collapse.Monitor().observe_samples(600, varied, labels) is None  # No real images seen.
+  assert collapse.g_lacks_variety(varied, labels, monitor.real_variety) is None
 
 
 @pytest.mark.parametrize('on_collapse', ['warn', 'stop'])

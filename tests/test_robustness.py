@@ -381,6 +381,7 @@ def test_runs_from_any_directory_into_runs_config_name(tmp_path):
     ('model.g_conditioning', 'nope', "Unknown model.g_conditioning 'nope'"),
     ('loss', 'hinj', "Unknown loss 'hinj'"),  # Was found after the dataset was prepared.
     ('d_update', 'both', "Unknown d_update 'both'; choose one of ['joint', 'separate']."),
+    ('lr_schedule', 'cosine', "Unknown lr_schedule 'cosine'; choose 'constant' or 'linear'."),
     ('eval_every_steps', 5, 'eval_every_steps needs --config.eval_classifier_dir'),
     ('model.freeze_embed', True, 'model.freeze_embed keeps the tables read from '
      'model.embed_init_file fixed; set that file too'),  # It froze nothing.

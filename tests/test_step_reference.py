@@ -83,8 +83,13 @@ def d_loss(config, discriminator, params, stats, terms_of, real, fake):
 
 def reference_step(config, generator, discriminator, state, batch):
   """One step, plainly: returns (step, g_params, d_params, g_opt, d_opt, ema, d_stats), metrics."""
-  g_tx = optax.adam(config.g_learning_rate, b1=config.g_b1, b2=config.g_b2)
-  d_tx = optax.adam(config.d_learning_rate, b1=config.d_b1, b2=config.d_b2)
+  g_rate, d_rate = config.g_learning_rate, config.d_learning_rate
+  if config.lr_schedule == 'linear':  # Each optimiser's rate reaches 0 at its last update.
+    d_updates = config.num_train_steps * config.d_steps * (2 if config.d_update == 'separate' else 1)
+    g_rate = optax.linear_schedule(g_rate, 0.0, config.num_train_steps)
+    d_rate = optax.linear_schedule(d_rate, 0.0, d_updates)
+  g_tx = optax.adam(g_rate, b1=config.g_b1, b2=config.g_b2)
+  d_tx = optax.adam(d_rate, b1=config.d_b1, b2=config.d_b2)
   real_key, fake_key, g_key = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
   n = len(batch['label'])
   d_params, d_stats, d_opt = state.d_params, state.d_stats, state.d_opt_state
@@ -139,6 +144,8 @@ CASES = {
     'least_squares-r1': dict(loss='least_squares', r1_gamma=1.0),
     'least_squares-r1-separate': dict(loss='least_squares', r1_gamma=1.0, d_update='separate'),
     'acgan': dict(d_conditioning='acgan'),
+    'hinge-linear_lr-separate-d_steps2': dict(loss='hinge', lr_schedule='linear', d_steps=2,
+                                              d_update='separate', num_train_steps=4),
     'acgan-hinge-separate-g_batch': dict(loss='hinge', d_conditioning='acgan',
                                          d_update='separate', g_batch_size=16),
 }
