@@ -32,6 +32,8 @@ _MODEL_FIELDS = ('model',)
 _RESUMABLE_FIELDS = ('conv_impl', 'dtype', 'd_dropout')
 # Model fields that matter only as set or unset: the checkpoint holds the table read from the file.
 _SET_OR_UNSET_FIELDS = ('embed_init_file',)
+# Top-level fields that change the optimiser states' structure (a schedule keeps a step count).
+_OPTIMIZER_FIELDS = ('lr_schedule',)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -177,6 +179,12 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
       changes = ', '.join(f'{field}.{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in diff)
       raise ValueError(f'Checkpoint {where} was made with a different model ({changes}); '
                        'use a new --workdir or the original config. Nothing was deleted.')
+  for key in _OPTIMIZER_FIELDS:
+    if saved_config[key] != config[key]:
+      raise ValueError(f'Checkpoint {where} was made with {key}={saved_config[key]!r}: its '
+                       f'optimiser states do not fit {key}={config[key]!r}; resume with '
+                       f'--config.{key}={saved_config[key]} or use a new --workdir. Nothing was '
+                       'deleted.')
   for key, current in (('num_classes', info.num_classes), ('image_shape', info.image_shape)):
     current = list(current) if isinstance(current, tuple) else current  # As JSON stores it.
     if saved_dataset[key] != current:

@@ -279,6 +279,8 @@ def test_bad_input_is_one_line_and_keeps_every_checkpoint(interrupted, tmp_path)
       ({'dataset': 'celeb_a'}, ValueError, "Dataset 'celeb_a' has no class label feature"),
       ({'dataset': 'nosuchset'}, ValueError, "Unknown dataset 'nosuchset'.*use a TFDS name"),
       ({'on_nonfinite': 'maybe'}, ValueError, "Unknown on_nonfinite 'maybe'; choose 'stop' or"),
+      ({'lr_schedule': 'linear'}, ValueError, "was made with lr_schedule='constant': its "
+       "optimiser states do not fit lr_schedule='linear'; resume with --config.lr_schedule=constant"),
       # A table from a file is another model than the run's own; the file is not read for it.
       ({'model.embed_init_file': str(tmp_path / 'missing.npy')}, ValueError,
        r"different model \(model.embed_init_file: None -> '.*missing.npy'\)"),
