@@ -35,7 +35,8 @@ from cgan_jax import train_step  # pylint: disable=wrong-import-position
 
 # Each recipe is a config file and its overrides, complete over configs/default.py so that a
 # change of configs/mnist.py leaves the others as measured. `mnist` is configs/mnist.py as shipped.
-_PROJECTION = {'model.d_conditioning': 'projection', 'model.d_spectral_norm': True,
+_PROJECTION = {'model.num_upsamples': 2, 'model.g_out_kernel': 7,
+               'model.d_conditioning': 'projection', 'model.d_spectral_norm': True,
                'model.d_dropout': 0.0, 'loss': 'hinge', 'model.g_norm': 'cbn', 'batch_size': 32,
                'ema_decay': 0.999, 'reuse_host_memory': True}
 _W64 = {**_PROJECTION, 'model.g_width': 64, 'model.d_width': 64}
@@ -58,6 +59,9 @@ RECIPES = {
     'w64_ttur_aug_p02': ('configs/default.py', {**_W64, **_AUG, 'd_learning_rate': 4e-4,
                                                 'augment_probability': 0.2}),
     'mnist_linear': ('configs/mnist.py', {'lr_schedule': 'linear'}),
+    'mnist_lr3e4': ('configs/mnist.py', {'g_learning_rate': 3e-4, 'd_learning_rate': 6e-4}),
+    'mnist_lr4e4': ('configs/mnist.py', {'g_learning_rate': 4e-4, 'd_learning_rate': 8e-4}),
+    'mnist_b64': ('configs/mnist.py', {'batch_size': 64}),
     'resnet': ('configs/default.py', _RESNET),
     'resnet_aug': ('configs/default.py', {**_RESNET, **_AUG}),
     'resnet_w32': ('configs/default.py', {**_RESNET, 'model.g_width': 32, 'model.d_width': 32}),

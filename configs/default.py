@@ -1,4 +1,4 @@
-"""Defaults shared by every config: the tutorial cDCGAN on the embedded `digits` data."""
+"""Defaults shared by every config: the tutorial cDCGAN, sized for the embedded 8x8 `digits`."""
 
 import ml_collections
 
@@ -24,8 +24,8 @@ def get_config():
   config.model.embed_dim = 50  # Size of each label embedding (nn.Embed features).
   config.model.g_width = 128  # Feature maps in every generator block.
   config.model.d_width = 128  # Feature maps in every discriminator block.
-  config.model.num_upsamples = 2  # Stride-2 upsamplings in G (and downsamplings in D).
-  config.model.g_out_kernel = 7  # Kernel size of G's last convolution (7 in the tutorial).
+  config.model.num_upsamples = 1  # Stride-2 upsamplings in G (and D): 4x4 base map for 8x8 digits.
+  config.model.g_out_kernel = 3  # Kernel size of G's last convolution (7 in the 28x28 tutorial).
   config.model.d_dropout = 0.4  # Dropout on D's features, before its logit (and class heads).
   config.model.g_conditioning = 'channel'  # How G sees the label: see conditioning.py.
   config.model.d_conditioning = 'channel'  # How D sees the label: see conditioning.py.

@@ -9,8 +9,6 @@ def get_config():
   config.dataset = 'digits'
   config.model.g_width = 64  # Feature maps in every G block.
   config.model.d_width = 64  # As G's.
-  config.model.num_upsamples = 1  # 4x4 base map: a 2x2 one drops the label on 8x8 images.
-  config.model.g_out_kernel = 3  # A 7x7 kernel would span most of an 8x8 image.
   config.model.g_norm = 'cbn'  # Per-class gain and bias after G's upsampling.
   config.model.d_conditioning = 'projection'  # logit = psi(phi(x)) + <Embed(y), phi(x)>.
   config.model.d_spectral_norm = True  # Lipschitz control instead of dropout.

@@ -13,6 +13,8 @@ def get_config():
   """The projection cDCGAN on mnist (or --config.dataset=folder:PATH)."""
   config = default.get_config()
   config.dataset = 'mnist'
+  config.model.num_upsamples = 2  # 7x7 base map -> 28x28 (8x8 -> 32x32).
+  config.model.g_out_kernel = 7  # The tutorial's last convolution.
   config.model.g_width = 64  # Half the tutorial's width: twice the steps in the same minutes.
   config.model.d_width = 64  # As G's.
   config.model.g_norm = 'cbn'  # Per-class gain and bias after each of G's upsamplings.
