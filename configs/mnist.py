@@ -1,9 +1,10 @@
 """The best recipe for small grayscale data on a CPU: MNIST, or a folder of a few thousand images.
 
 The cGAN-with-projection recipe (Miyato & Koyama 2018) on DCGAN blocks of 64 feature maps:
-conditional batch norm in G, a spectrally normalised projection D with twice G's learning rate,
-the hinge loss, and samples from an EMA of G. Sized to train in about 10 minutes on 2 CPU cores;
-the alternatives measured against it (widths, augmentation, learning rates) are in docs/quality.md.
+conditional batch norm in G, a spectrally normalised projection D with twice G's learning rate
+(4e-4 for G), the hinge loss, and samples from an EMA of G. Sized to train in about 10 minutes
+on 2 CPU cores; the alternatives measured against it (widths, augmentation, learning rates) are
+in docs/quality.md.
 """
 
 from configs import default
@@ -22,7 +23,8 @@ def get_config():
   config.model.d_spectral_norm = True  # Lipschitz control instead of dropout.
   config.model.d_dropout = 0.0  # Spectral norm replaces the tutorial's dropout.
   config.loss = 'hinge'
-  config.d_learning_rate = 4e-4  # D learns twice as fast as G (TTUR, Heusel et al. 2017).
+  config.g_learning_rate = 4e-4  # Twice the tutorial's: better samples at every budget measured.
+  config.d_learning_rate = 8e-4  # D learns twice as fast as G (TTUR, Heusel et al. 2017).
   config.batch_size = 32  # Real images per step: more steps in a CPU's minutes.
   config.ema_decay = 0.999  # Sample from an average of G's recent weights.
   config.num_train_steps = 6600  # About 9 minutes on 2 CPU cores (docs/quality.md).
