@@ -42,6 +42,7 @@ _PROJECTION = {'model.num_upsamples': 2, 'model.g_out_kernel': 7,
 _W64 = {**_PROJECTION, 'model.g_width': 64, 'model.d_width': 64}
 _AUG = {'augment': 'translation,cutout'}
 _ADAM0 = {'g_b1': 0.0, 'd_b1': 0.0, 'g_b2': 0.9, 'd_b2': 0.9}
+_LR2E4 = {'g_learning_rate': 2e-4, 'd_learning_rate': 4e-4}
 _RESNET = {**_PROJECTION, 'model.name': 'resnet', 'model.g_conditioning': 'none',
            'model.g_width': 64, 'model.d_width': 64, 'model.latent_dim': 128,
            'model.embed_dim': 128, **_ADAM0}
@@ -58,10 +59,10 @@ RECIPES = {
     'w64_ttur_g1e4': ('configs/default.py', {**_W64, 'd_learning_rate': 4e-4, 'g_learning_rate': 1e-4}),
     'w64_ttur_aug_p02': ('configs/default.py', {**_W64, **_AUG, 'd_learning_rate': 4e-4,
                                                 'augment_probability': 0.2}),
-    'mnist_linear': ('configs/mnist.py', {'lr_schedule': 'linear'}),
+    'mnist_lr2e4': ('configs/mnist.py', _LR2E4),
+    'mnist_lr2e4_linear': ('configs/mnist.py', {**_LR2E4, 'lr_schedule': 'linear'}),
+    'mnist_lr2e4_b64': ('configs/mnist.py', {**_LR2E4, 'batch_size': 64}),
     'mnist_lr3e4': ('configs/mnist.py', {'g_learning_rate': 3e-4, 'd_learning_rate': 6e-4}),
-    'mnist_lr4e4': ('configs/mnist.py', {'g_learning_rate': 4e-4, 'd_learning_rate': 8e-4}),
-    'mnist_b64': ('configs/mnist.py', {'batch_size': 64}),
     'resnet': ('configs/default.py', _RESNET),
     'resnet_aug': ('configs/default.py', {**_RESNET, **_AUG}),
     'resnet_w32': ('configs/default.py', {**_RESNET, 'model.g_width': 32, 'model.d_width': 32}),
