@@ -51,8 +51,15 @@ def test_eight_devices_match_one(tiny_config):
   batches = _batches()
   _, state8, _ = train_steps(config, jax.devices()[:8], batches)
   _, state1, _ = train_steps(config, jax.devices()[:1], batches)
-  for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for name in ('g_params', 'd_params', 'ema_g_params', 'd_stats', 'rng', 'step'):
+    for a, b in zip(jax.tree.leaves(getattr(state8, name)), jax.tree.leaves(getattr(state1, name))):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+  # Adam's moments hold raw gradients. Their sums over the batch run in another order on 8
+  # devices, and batch norm's backward pass loses digits to cancellation: on some CPUs they
+  # differ by about 0.1% of a tensor's largest value (a wrong key or mean would give ~100%).
+  for name in ('g_opt_state', 'd_opt_state'):
+    for a, b in zip(jax.tree.leaves(getattr(state8, name)), jax.tree.leaves(getattr(state1, name))):
+      assert np.abs(np.asarray(a) - b).max() <= 1e-2 * np.abs(b).max() + 1e-6, name
 
 
 def test_bad_settings_are_one_line_errors(tiny_config):
