@@ -4,12 +4,17 @@ import os
 import tempfile
 
 # Tests compile many tiny programs and run them briefly: LLVM's -O0 halves XLA:CPU's compile
-# time, and a persistent cache shared by every test (and its subprocesses) compiles each
+# time, and a persistent cache shared by the tests of a worker (and their subprocesses) compiles each
 # program once.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8'
                            ' --xla_backend_optimization_level=0').strip()
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='cgan_jax_test_jit_'))
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  # A folder per xdist worker (they inherit the session's): two processes writing one entry at
+  # once could leave a half-written executable for the other to load.
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+      os.environ['JAX_COMPILATION_CACHE_DIR'], os.environ['PYTEST_XDIST_WORKER'])
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
