@@ -4,8 +4,8 @@ import os
 import tempfile
 
 # Tests compile many tiny programs and run them briefly: LLVM's -O0 halves XLA:CPU's compile
-# time, and a persistent cache shared by the tests of a worker (and their subprocesses) compiles each
-# program once.
+# time, and a persistent cache shared by the tests of a worker (and their subprocesses)
+# compiles each program once.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8'
                            ' --xla_backend_optimization_level=0').strip()
