@@ -41,6 +41,8 @@ _PROJECTION = {'model.num_upsamples': 2, 'model.g_out_kernel': 7,
                'ema_decay': 0.999, 'reuse_host_memory': True}
 _W64 = {**_PROJECTION, 'model.g_width': 64, 'model.d_width': 64}
 _AUG = {'augment': 'translation,cutout'}
+# ADA from no augmentation, at a rate that can reach 1 within a few thousand steps of 32 images.
+_ADA = {'augment_probability': 0.0, 'augment_target': 0.6, 'augment_ada_images': 100_000}
 _ADAM0 = {'g_b1': 0.0, 'd_b1': 0.0, 'g_b2': 0.9, 'd_b2': 0.9}
 _LR2E4 = {'g_learning_rate': 2e-4, 'd_learning_rate': 4e-4}
 _RESNET = {**_PROJECTION, 'model.name': 'resnet', 'model.g_conditioning': 'none',
@@ -63,8 +65,12 @@ RECIPES = {
     'mnist_lr2e4_linear': ('configs/mnist.py', {**_LR2E4, 'lr_schedule': 'linear'}),
     'mnist_lr2e4_b64': ('configs/mnist.py', {**_LR2E4, 'batch_size': 64}),
     'mnist_lr3e4': ('configs/mnist.py', {'g_learning_rate': 3e-4, 'd_learning_rate': 6e-4}),
+    'mnist_aug': ('configs/mnist.py', _AUG),
+    'mnist_ada': ('configs/mnist.py', {**_AUG, **_ADA}),
     'resnet': ('configs/default.py', _RESNET),
     'resnet_aug': ('configs/default.py', {**_RESNET, **_AUG}),
+    'resnet_w32_aug': ('configs/default.py', {**_RESNET, **_AUG, 'model.g_width': 32,
+                                              'model.d_width': 32}),
     'resnet_w32': ('configs/default.py', {**_RESNET, 'model.g_width': 32, 'model.d_width': 32}),
     'fashion_tutorial': ('configs/fashion_mnist.py', {}),
 }

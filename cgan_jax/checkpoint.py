@@ -1,6 +1,7 @@
 """Orbax checkpoints: the train state with its config and dataset metadata beside it."""
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -210,12 +211,30 @@ def changed_settings(manager: ocp.CheckpointManager, step: int,
           and (k in resumable or not k.startswith(_MODEL_FIELDS))]
 
 
-def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional[int] = None):
-  """Restores the full train state (shardings taken from `abstract_state`)."""
+def predated_fields(config: ml_collections.ConfigDict) -> dict:
+  """The values of train-state fields newer than some checkpoints: what those runs used instead."""
+  return {'augment_p': config.augment_probability}
+
+
+def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional[int] = None,
+                  predated: Optional[dict] = None):
+  """Restores the full train state (shardings taken from `abstract_state`).
+
+  Fields that the checkpoint predates take their values from `predated` ({field: value}).
+  """
   step = manager.latest_step() if step is None else step
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state)))
-  return restored['state']
+  fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+  saved = ocp.PyTreeCheckpointHandler().metadata(manager.directory / str(step) / 'state').keys()
+  missing = set(fields) - set(saved)
+  if not missing & set(predated or {}):
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))
+    return restored['state']
+  item = {name: value for name, value in fields.items() if name not in missing}
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))
+  filled = {name: jax.device_put(np.asarray(predated[name], fields[name].dtype),
+                                 fields[name].sharding) for name in missing}
+  return abstract_state.replace(**restored['state'], **filled)
 
 
 def _is_finite(tree) -> bool:
@@ -231,7 +250,7 @@ def _read_problem(manager, step, abstract_state, config, info):
     return f'unreadable ({describe_error(e)})', None
   check_compatible(manager, step, config, info)  # Another model is the user's error, not damage.
   try:
-    state = restore_state(manager, abstract_state, step)
+    state = restore_state(manager, abstract_state, step, predated_fields(config))
   except Exception as e:  # pylint: disable=broad-except
     return f'unreadable ({describe_error(e)})', None
   return (None if _is_finite(state) else 'not finite (NaN or inf values)'), state

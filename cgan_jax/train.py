@@ -60,7 +60,7 @@ _MINIMUM = {'batch_size': 1, 'g_batch_size': 0, 'num_train_steps': 0, 'steps_per
             'checkpoint_every_steps': 0, 'eval_every_steps': 0, 'model.latent_dim': 1,
             'model.embed_dim': 1, 'model.g_width': 1, 'model.d_width': 1,
             'model.num_upsamples': 0, 'model.g_out_kernel': 1, 'g_learning_rate': 0,
-            'd_learning_rate': 0}
+            'd_learning_rate': 0, 'augment_ada_images': 1}
 _FRACTIONS = ('g_b1', 'd_b1', 'g_b2', 'd_b2', 'ema_decay', 'model.d_dropout')  # In [0, 1).
 
 
@@ -78,6 +78,12 @@ def check_config(config: ml_collections.ConfigDict):
   if not 0 <= config.augment_probability <= 1:
     raise ValueError(f'config.augment_probability={config.augment_probability} must be between '
                      '0 and 1.')
+  if not 0 <= config.augment_target < 1:
+    raise ValueError(f'config.augment_target={config.augment_target} must be in [0, 1): ADA '
+                     'aims at that mean sign of D on real images (0.6 in ADA; 0 = no ADA).')
+  if config.augment_target and not config.augment:
+    raise ValueError('config.augment_target (ADA) adapts the chance of config.augment\'s '
+                     "transforms; name them too, e.g. --config.augment='translation,cutout'.")
   if config.eval_every_steps and not config.eval_classifier_dir:
     raise ValueError('eval_every_steps needs --config.eval_classifier_dir, a judge trained with '
                      'python -m cgan_jax.classifier.')

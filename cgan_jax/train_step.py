@@ -31,6 +31,7 @@ class TrainState:
   d_opt_state: Any
   ema_g_params: Any  # Exponential moving average of g_params, used for sampling.
   d_stats: Any  # D's non-parameter variables (spectral-norm u and sigma); {} without them.
+  augment_p: jax.Array  # Chance of each augmentation transform; ADA adapts it (augment_target).
 
 
 def check_lr_schedule(lr_schedule: str):
@@ -65,7 +66,7 @@ def create_optimizers(config: ml_collections.ConfigDict):
 
 
 def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_tx,
-               image_shape, latent_dim: int) -> TrainState:
+               image_shape, latent_dim: int, augment_probability: float = 1.0) -> TrainState:
   """Initialises parameters and optimiser states (pure: jit it, or eval_shape it)."""
   g_rng, d_rng, rng = jax.random.split(rng, 3)
   z = jnp.zeros((1, latent_dim), jnp.float32)
@@ -78,7 +79,8 @@ def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_t
   return TrainState(
       step=jnp.zeros((), jnp.int32), rng=rng, g_params=g_params, d_params=d_params,
       g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), ema_g_params=g_params,
-      d_stats=d_variables.get('batch_stats', {}))
+      d_stats=d_variables.get('batch_stats', {}),
+      augment_p=jnp.asarray(augment_probability, jnp.float32))
 
 
 def initial_state(init_fn, rng, config: ml_collections.ConfigDict, sharding) -> TrainState:
@@ -147,14 +149,13 @@ def generate(parts: StepParts, g_params, key, n: int) -> Examples:
   return Examples(images, labels, keys[:, 2])
 
 
-def d_logits(parts: StepParts, d_params, d_stats, images, labels, dropout_keys):
-  """D on a batch (augmented per config.augment): logits, class logits (AC-GAN) and D's
-  updated batch_stats."""
+def d_logits(parts: StepParts, augment_p, d_params, d_stats, images, labels, dropout_keys):
+  """D on a batch (each transform of config.augment applied with chance `augment_p`): logits,
+  class logits (AC-GAN) and D's updated batch_stats."""
   # Each example's dropout mask and augmentation come from its own key: device-count invariant.
   if parts.transforms:
     augment_keys = jax.vmap(jax.random.fold_in, (0, None))(dropout_keys, _AUGMENT_SALT)
-    images = augment.augment(images, augment_keys, parts.transforms,
-                             parts.config.augment_probability)
+    images = augment.augment(images, augment_keys, parts.transforms, augment_p)
   logits, aux = parts.discriminator.apply(
       {'params': d_params, 'batch_stats': d_stats}, images, labels, train=True,
       dropout_keys=dropout_keys, mutable=['batch_stats', 'intermediates'])
@@ -162,7 +163,8 @@ def d_logits(parts: StepParts, d_params, d_stats, images, labels, dropout_keys):
   return logits, class_logits, aux.get('batch_stats', {})
 
 
-def d_loss(d_params, parts: StepParts, d_stats, phase, real: Examples, fake: Examples):
+def d_loss(d_params, parts: StepParts, augment_p, d_stats, phase, real: Examples,
+           fake: Examples):
   """D's loss on the terms of `phase` ('real', 'fake' or both): (loss, (terms, new d_stats)).
 
   Every image D sees passes through `d` (a batch) or `d_one` (one example, for the penalties).
@@ -170,7 +172,7 @@ def d_loss(d_params, parts: StepParts, d_stats, phase, real: Examples, fake: Exa
   config, loss, terms, stats = parts.config, parts.loss, {}, d_stats
 
   def d(images, labels, keys):
-    return d_logits(parts, d_params, d_stats, images, labels, keys)
+    return d_logits(parts, augment_p, d_params, d_stats, images, labels, keys)
 
   def d_one(image, label, key):
     return d(image[None], label[None], key[None])[0][0]
@@ -198,12 +200,13 @@ def d_loss(d_params, parts: StepParts, d_stats, phase, real: Examples, fake: Exa
   return sum(v for k, v in terms.items() if k.startswith('d_loss')), (terms, stats)
 
 
-def d_update(parts: StepParts, d_params, d_stats, d_opt_state, real: Examples, fake: Examples):
+def d_update(parts: StepParts, augment_p, d_params, d_stats, d_opt_state, real: Examples,
+             fake: Examples):
   """One D update (one or two optimiser steps, per config.d_update): the new D and its metrics."""
   phases, metrics = _D_PHASES[parts.config.d_update], {}
   for phase in phases:
     grads, (terms, d_stats) = jax.grad(d_loss, has_aux=True)(
-        d_params, parts, d_stats, phase, real, fake)
+        d_params, parts, augment_p, d_stats, phase, real, fake)
     grads = lax.pmean(grads, DATA_AXIS)
     updates, d_opt_state = parts.d_tx.update(grads, d_opt_state, d_params)
     d_params = optax.apply_updates(d_params, updates)
@@ -214,10 +217,10 @@ def d_update(parts: StepParts, d_params, d_stats, d_opt_state, real: Examples, f
   return d_params, d_stats, d_opt_state, metrics
 
 
-def g_loss(g_params, parts: StepParts, d_params, d_stats, key, n: int):
+def g_loss(g_params, parts: StepParts, augment_p, d_params, d_stats, key, n: int):
   """G's loss on n generated images, judged by the updated D: (loss, terms)."""
   fake = generate(parts, g_params, key, n)
-  logits, classes, _ = d_logits(parts, d_params, d_stats, *fake)
+  logits, classes, _ = d_logits(parts, augment_p, d_params, d_stats, *fake)
   terms = {'g_loss_adv': parts.loss.g(logits).mean()}
   if parts.acgan:
     terms['g_loss_class'] = parts.config.acgan_weight * losses.class_cross_entropy(
@@ -225,10 +228,10 @@ def g_loss(g_params, parts: StepParts, d_params, d_stats, key, n: int):
   return sum(terms.values()), terms
 
 
-def g_update(parts: StepParts, state: TrainState, d_params, d_stats, key, n: int):
+def g_update(parts: StepParts, state: TrainState, augment_p, d_params, d_stats, key, n: int):
   """One G update against D's new parameters: G's new parameters, optimiser state and metrics."""
   (loss, terms), grads = jax.value_and_grad(g_loss, has_aux=True)(
-      state.g_params, parts, d_params, d_stats, key, n)
+      state.g_params, parts, augment_p, d_params, d_stats, key, n)
   grads = lax.pmean(grads, DATA_AXIS)
   updates, g_opt_state = parts.g_tx.update(grads, state.g_opt_state, state.g_params)
   g_params = optax.apply_updates(state.g_params, updates)
@@ -254,6 +257,8 @@ def train_step(parts: StepParts, state: TrainState, batch):
   n_gen = (config.g_batch_size or config.batch_size) * n_real // config.batch_size
   key = jax.random.fold_in(state.rng, state.step)
   real_key, fake_key, g_key = jax.random.split(key, 3)
+  # ADA's chance of augmenting is carried in the state; a fixed one is the config's.
+  augment_p = state.augment_p if config.augment_target else config.augment_probability
 
   d_params, d_stats, d_opt_state, d_metrics = (state.d_params, state.d_stats, state.d_opt_state,
                                                 {})
@@ -264,18 +269,31 @@ def train_step(parts: StepParts, state: TrainState, batch):
     fake = generate(parts, state.g_params, fk, n_real)
     fake = fake._replace(images=lax.stop_gradient(fake.images))
     real = Examples(real_images, real_labels, _example_keys(rk, n_real))
-    d_params, d_stats, d_opt_state, d_metrics = d_update(parts, d_params, d_stats, d_opt_state,
-                                                         real, fake)
+    d_params, d_stats, d_opt_state, d_metrics = d_update(
+        parts, augment_p, d_params, d_stats, d_opt_state, real, fake)
 
-  g_params, g_opt_state, g_metrics = g_update(parts, state, d_params, d_stats, g_key, n_gen)
+  g_params, g_opt_state, g_metrics = g_update(parts, state, augment_p, d_params, d_stats, g_key,
+                                              n_gen)
   ema = ema_update(state.ema_g_params, g_params, state.step, config.ema_decay)
   metrics = {**d_metrics, **g_metrics}
+  if config.augment_target:
+    augment_p = adapt_augment_p(augment_p, lax.pmean(d_metrics['d_acc_real'], DATA_AXIS), config)
+    metrics['augment_p'] = augment_p
   # What D minimises, as g_loss is what G minimises: class and penalty terms included.
   metrics['d_loss'] = sum(v for k, v in metrics.items() if k.startswith('d_loss_'))
   new_state = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params,
                             g_opt_state=g_opt_state, d_opt_state=d_opt_state, ema_g_params=ema,
-                            d_stats=d_stats)
+                            d_stats=d_stats, augment_p=jnp.asarray(augment_p, jnp.float32))
   return new_state, lax.pmean(metrics, DATA_AXIS)
+
+
+def adapt_augment_p(augment_p, d_acc_real, config: ml_collections.ConfigDict):
+  """ADA's step (Karras et al. 2020): the chance of augmenting rises while D's sign on real
+  images averages above config.augment_target (D overfits) and falls below it, by one batch's
+  share of config.augment_ada_images per step."""
+  sign_real = 2 * d_acc_real - 1  # The mean of sign(D(real)), as D's logits are never exactly 0.
+  rate = config.batch_size / config.augment_ada_images
+  return jnp.clip(augment_p + jnp.sign(sign_real - config.augment_target) * rate, 0.0, 1.0)
 
 
 def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
@@ -305,7 +323,8 @@ def build(config: ml_collections.ConfigDict, num_classes, image_shape) -> Traine
   g_tx, d_tx = create_optimizers(config)
   init_fn = functools.partial(
       init_state, generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
-      image_shape=tuple(image_shape), latent_dim=config.model.latent_dim)
+      image_shape=tuple(image_shape), latent_dim=config.model.latent_dim,
+      augment_probability=config.augment_probability)
   step_fn = make_train_step(config, generator=generator, discriminator=discriminator, g_tx=g_tx,
                             d_tx=d_tx, num_classes=num_classes)
   return Trainer(generator=generator, init_fn=init_fn, step_fn=step_fn)

@@ -55,6 +55,8 @@ def get_config():
   config.lr_schedule = 'constant'  # 'constant', or 'linear': both rates decay to 0 at num_train_steps.
   config.augment = ''  # DiffAugment policy on everything D sees, e.g. 'translation,cutout' or 'color,translation,cutout'.
   config.augment_probability = 1.0  # Chance that each transform of config.augment is applied to an image.
+  config.augment_target = 0.0  # ADA: adapt that chance so that D's mean sign on real images is this (ADA: 0.6); 0 = fixed.
+  config.augment_ada_images = 500_000  # ADA: images over which the chance can move from 0 to 1 (ADA: 500k).
   config.ema_decay = 0.0  # EMA of G's weights for sampling (decay warmed up); 0 = raw weights.
 
   # Schedule.

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cgan_jax import augment
+from cgan_jax import train_step
 from tests.test_conditioning import _batches
 from tests.test_conditioning import train_steps
 
@@ -73,16 +74,43 @@ def test_gradient_flows_through_every_transform():
   assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
 
 
-@pytest.mark.parametrize('policy', ['translation,cutout', 'color,translation,cutout'])
-def test_augmented_step_eight_devices_match_one(tiny_config, policy):
+@pytest.mark.parametrize('policy,target', [('translation,cutout', 0.0),
+                                           ('color,translation,cutout', 0.0),
+                                           ('translation,cutout', 0.6)])
+def test_augmented_step_eight_devices_match_one(tiny_config, policy, target):
   tiny_config.augment = policy
   tiny_config.r1_gamma = 1.0  # The penalty sees augmented reals too.
+  tiny_config.augment_target, tiny_config.augment_ada_images = target, 160  # ADA: 0.1 a step.
+  tiny_config.augment_probability = 0.5 if target else 1.0
   batches = _batches()
   _, state8, metrics8 = train_steps(tiny_config, jax.devices()[:8], batches)
   _, state1, metrics1 = train_steps(tiny_config, jax.devices()[:1], batches)
   for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  if target:
+    assert state1.augment_p != 0.5  # ADA moved the chance, by the same on 8 devices as on 1.
   tiny_config.augment = ''
   _, plain, _ = train_steps(tiny_config, jax.devices()[:1], batches)
   assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(plain.d_params),
                                                     jax.tree.leaves(state1.d_params)))
+
+
+def test_ada_raises_the_chance_while_d_overfits_and_lowers_it_after(tiny_config):
+  tiny_config.batch_size, tiny_config.augment_target, tiny_config.augment_ada_images = 16, 0.6, 160
+  adapt = lambda p, acc: float(train_step.adapt_augment_p(jnp.float32(p), acc, tiny_config))
+  assert adapt(0.5, 0.95) == pytest.approx(0.6)  # D's mean sign 0.9 > 0.6: more augmentation.
+  assert adapt(0.5, 0.7) == pytest.approx(0.4)  # 0.4 < 0.6: less.
+  assert adapt(0.95, 1.0) == 1.0 and adapt(0.05, 0.5) == 0.0  # A chance stays one.
+
+
+@pytest.mark.parametrize('target', [0.0, 0.6])
+def test_step_carries_adas_chance_in_the_state(tiny_config, target):
+  tiny_config.augment, tiny_config.augment_probability = 'translation,cutout', 0.3
+  tiny_config.augment_target, tiny_config.augment_ada_images = target, 160
+  _, state, metrics = train_steps(tiny_config, jax.devices()[:1], _batches(steps=1))
+  if not target:  # A fixed chance: the config's, and no metric for it.
+    assert float(state.augment_p) == pytest.approx(0.3) and 'augment_p' not in metrics
+    return
+  want = float(train_step.adapt_augment_p(jnp.float32(0.3), metrics['d_acc_real'], tiny_config))
+  assert float(state.augment_p) == pytest.approx(want) == pytest.approx(metrics['augment_p'])
+  assert want != pytest.approx(0.3)

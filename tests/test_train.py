@@ -1,5 +1,6 @@
 """The sharded train step: device-count invariance, end-to-end runs, checkpoints and resume."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -7,6 +8,7 @@ import types
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from cgan_jax import checkpoint
@@ -203,6 +205,26 @@ def test_logged_metrics_are_means_over_the_interval(tiny_config, tmp_path, monke
   for name in ('d_loss', 'g_loss', 'd_acc_real'):
     mean = np.mean([per_step[s][name] for s in range(1, 5)])
     np.testing.assert_allclose(logged[4][name], mean, rtol=1e-5, err_msg=name)
+
+
+def test_checkpoint_from_before_the_augment_p_field_resumes(tiny_config, tmp_path, capsys):
+  """A checkpoint whose state predates a field (augment_p) resumes with the value its run used."""
+  tiny_config.num_train_steps = 2
+  state = train.train_and_evaluate(tiny_config, str(tmp_path / 'new'))
+  dataset = checkpoint._restore_json(
+      checkpoint.create_manager(str(tmp_path / 'new'), tiny_config), 2)[1]
+  older = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+           if f.name != 'augment_p'}
+  manager = checkpoint.create_manager(str(tmp_path / 'old'), tiny_config)
+  manager.save(2, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(older), config=ocp.args.JsonSave(json.loads(tiny_config.to_json())),
+      dataset=ocp.args.JsonSave(dataset)))
+  manager.wait_until_finished()
+  tiny_config.num_train_steps = 4
+  tiny_config.augment, tiny_config.augment_probability = 'translation', 0.25
+  resumed = train.train_and_evaluate(tiny_config, str(tmp_path / 'old'))
+  assert 'Resuming from step 2' in capsys.readouterr().out
+  assert int(resumed.step) == 4 and float(resumed.augment_p) == 0.25
 
 
 def test_checkpoint_from_before_newer_fields_resumes_and_samples(tiny_config, tmp_path, capsys):
