@@ -226,7 +226,7 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional
   fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
   saved = ocp.PyTreeCheckpointHandler().metadata(manager.directory / str(step) / 'state').keys()
   missing = set(fields) - set(saved)
-  if not missing & set(predated or {}):
+  if not missing:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))
     return restored['state']

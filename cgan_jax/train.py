@@ -61,7 +61,8 @@ _MINIMUM = {'batch_size': 1, 'g_batch_size': 0, 'num_train_steps': 0, 'steps_per
             'model.embed_dim': 1, 'model.g_width': 1, 'model.d_width': 1,
             'model.num_upsamples': 0, 'model.g_out_kernel': 1, 'g_learning_rate': 0,
             'd_learning_rate': 0, 'augment_ada_images': 1}
-_FRACTIONS = ('g_b1', 'd_b1', 'g_b2', 'd_b2', 'ema_decay', 'model.d_dropout')  # In [0, 1).
+_FRACTIONS = ('g_b1', 'd_b1', 'g_b2', 'd_b2', 'ema_decay', 'model.d_dropout',
+              'augment_target')  # In [0, 1).
 
 
 def check_config(config: ml_collections.ConfigDict):
@@ -78,9 +79,6 @@ def check_config(config: ml_collections.ConfigDict):
   if not 0 <= config.augment_probability <= 1:
     raise ValueError(f'config.augment_probability={config.augment_probability} must be between '
                      '0 and 1.')
-  if not 0 <= config.augment_target < 1:
-    raise ValueError(f'config.augment_target={config.augment_target} must be in [0, 1): ADA '
-                     'aims at that mean sign of D on real images (0.6 in ADA; 0 = no ADA).')
   if config.augment_target and not config.augment:
     raise ValueError('config.augment_target (ADA) adapts the chance of config.augment\'s '
                      "transforms; name them too, e.g. --config.augment='translation,cutout'.")
