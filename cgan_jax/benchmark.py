@@ -104,11 +104,10 @@ def _synthetic_batches(config, info, steps: int, mesh):
   return sharding.to_global(batches, mesh)
 
 
-def _random_labels(rng, num_classes, shape) -> np.ndarray:
+def _random_labels(rng, num_classes: tuple, shape) -> np.ndarray:
   """Uniform labels of `shape`, with one value per attribute when there are several."""
-  counts = labels_lib.attribute_counts(num_classes)
-  labels = rng.integers(0, counts, (*shape, len(counts)))
-  return (labels if len(counts) > 1 else labels[..., 0]).astype(np.int32)
+  labels = rng.integers(0, num_classes, (*shape, len(num_classes)))
+  return (labels if len(num_classes) > 1 else labels[..., 0]).astype(np.int32)
 
 
 def peak_host_memory_bytes(who=resource.RUSAGE_SELF) -> int:
@@ -177,7 +176,8 @@ def torch_processes(shapes: dict) -> list:
 def peer_shapes(config, info) -> dict:
   """What a peer needs to build the tutorial models and batches for `config`."""
   return dict(batch_size=config.batch_size, g_batch_size=config.g_batch_size or config.batch_size,
-              image_shape=list(info.image_shape), num_classes=info.num_classes,
+              image_shape=list(info.image_shape),
+              num_classes=labels_lib.num_classes_to_json(info.num_classes),
               latent_dim=config.model.latent_dim)
 
 

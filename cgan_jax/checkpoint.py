@@ -126,7 +126,8 @@ def save(manager: ocp.CheckpointManager, state, config: ml_collections.ConfigDic
   or in the background: see `check_saves` and `wait`) is a one-line SaveError.
   """
   step = int(jax.device_get(state.step))
-  dataset = {'num_classes': info.num_classes, 'image_shape': list(info.image_shape),
+  dataset = {'num_classes': labels.num_classes_to_json(info.num_classes),
+             'image_shape': list(info.image_shape),
              'class_names': list(info.class_names)}
   wait(manager)  # As Orbax does before a save; a failure of the previous one is reported as such.
   with save_errors(manager, step):
@@ -186,8 +187,9 @@ def check_compatible(manager: ocp.CheckpointManager, step: int,
                        f'optimiser states do not fit {key}={config[key]!r}; resume with '
                        f'--config.{key}={saved_config[key]} or use a new --workdir. Nothing was '
                        'deleted.')
-  for key, current in (('num_classes', info.num_classes), ('image_shape', info.image_shape)):
-    current = list(current) if isinstance(current, tuple) else current  # As JSON stores it.
+  # As JSON stores them.
+  for key, current in (('num_classes', labels.num_classes_to_json(info.num_classes)),
+                       ('image_shape', list(info.image_shape))):
     if saved_dataset[key] != current:
       raise ValueError(f'Checkpoint {where} has {key}={saved_dataset[key]}, the data gives '
                        f'{current}; use a new --workdir or the original dataset. Nothing was deleted.')

@@ -136,11 +136,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      'choose a new --workdir (nothing was deleted).')
   checkpoint.check_writable(workdir)
   info = input_pipeline.get_info(config)
-  if isinstance(info.num_classes, tuple):
+  if len(info.num_classes) > 1:
     first = config.labels.split(',')[0].strip()
     raise ValueError(f'The judge classifies one label, config.labels={config.labels!r} names '
                      f'several; train it with --config.labels={first} (the attribute it judges).')
-  model = create_model(clf, info.num_classes)
+  model = create_model(clf, info.num_classes[0])
   ds, _ = input_pipeline.create_dataset(config, config.train_split, clf.batch_size,
                                         seed=config.seed)
   batches = input_pipeline.numpy_batches(ds, config)
@@ -169,7 +169,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       console.say(f'classifier step {i}/{clf.num_train_steps}  loss={float(loss):.4f}  '
                   f'{config.eval_split}_accuracy={accuracy:.4f}  {time.time() - start:.0f}s')
 
-  dataset = {'name': config.dataset, 'num_classes': info.num_classes,
+  dataset = {'name': config.dataset, 'num_classes': info.num_classes[0],
              'image_shape': list(info.image_shape), 'class_names': list(info.class_names),
              'test_split': config.eval_split, 'test_accuracy': accuracy}
   manager = _manager(workdir)

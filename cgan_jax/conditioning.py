@@ -93,16 +93,16 @@ class LabelEmbed(nn.Module):
   A `pretrained` table (model.embed_init_file's, loaded by `load_pretrained_tables`) is named
   'pretrained' so that it can be found and frozen by name.
   """
-  num_classes: Any  # int, or a tuple with one class count per attribute.
+  num_classes: tuple  # Class counts, one per attribute: labels (B,) for one, (B, A) for A.
   features: int
   pretrained: bool = False
   default_init: Any = nn.linear.default_embed_init
 
   @nn.compact
   def __call__(self, labels):
-    if not isinstance(self.num_classes, (tuple, list)):
+    if len(self.num_classes) == 1:
       name = 'pretrained' if self.pretrained else 'embed'
-      return nn.Embed(self.num_classes, self.features, embedding_init=self.default_init,
+      return nn.Embed(self.num_classes[0], self.features, embedding_init=self.default_init,
                       name=name)(labels)
     if self.pretrained:
       raise ValueError('model.embed_init_file holds one table; it cannot initialise the '
@@ -114,7 +114,7 @@ class LabelEmbed(nn.Module):
 
 class LabelMap(nn.Module):
   """label -> Embed -> Dense(H*W) -> one H x W feature map (the tutorial's conditioning)."""
-  num_classes: Any
+  num_classes: tuple
   embed_dim: int
   height: int
   width: int
@@ -174,7 +174,7 @@ class BatchNorm(nn.Module):
   training `axis_name` averages the statistics over devices, so the result does not
   depend on how the batch is split.
   """
-  num_classes: Any = None  # None: one gain and bias; else per label (conditional BN).
+  num_classes: Optional[tuple] = None  # None: one gain and bias; else per label (conditional BN).
   axis_name: Optional[str] = None
   epsilon: float = 1e-5
 
@@ -249,8 +249,8 @@ def discriminator_head(module: nn.Module, x, labels, *, train: bool, dropout_key
     e = LabelEmbed(module.num_classes, x.shape[-1], name='projection')(labels)
     logit = logit + jnp.sum(e.astype(x.dtype) * x, axis=-1)
   if module.conditioning == 'acgan':
-    if isinstance(module.num_classes, (tuple, list)):
+    if len(module.num_classes) > 1:
       raise ValueError("d_conditioning='acgan' classifies one label; use one attribute.")
-    head = nn.Dense(module.num_classes, dtype=module.dtype, name='class_head')
+    head = nn.Dense(module.num_classes[0], dtype=module.dtype, name='class_head')
     module.sow('intermediates', 'class_logits', wrap(head, x).astype(jnp.float32))
   return logit.astype(jnp.float32)

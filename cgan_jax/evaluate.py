@@ -36,7 +36,7 @@ from cgan_jax import cli
 from cgan_jax import classifier
 from cgan_jax import console
 from cgan_jax import inception
-from cgan_jax import input_pipeline
+from cgan_jax import labels as labels_lib
 from cgan_jax import metrics
 from cgan_jax import sample
 
@@ -184,14 +184,14 @@ class Evaluator:
   attributes of generated images are drawn at random.
   """
 
-  def __init__(self, classifier_dir: Optional[str], num_classes, image_shape,
+  def __init__(self, classifier_dir: Optional[str], num_classes: tuple, image_shape,
                num_per_class: int = 0, data_config: Optional[ml_collections.ConfigDict] = None,
                num_resamples: int = 0, metric_names=None, inception_weights: Optional[str] = None,
                fid_num: int = 0, reference_stats: Optional[str] = None, progress: bool = False):
     self.metric_names = parse_metrics(metric_names or (
         data_config.get('eval_metrics', 'judge') if data_config else 'judge'))
-    self.attribute_counts = input_pipeline.attribute_counts(num_classes)
-    self.num_classes = num_classes = self.attribute_counts[0]
+    self.num_classes = tuple(num_classes)  # Per attribute; the judge reads the first.
+    self.classes = num_classes[0]
     self.num_resamples = num_resamples  # Bootstrap resamples behind each interval; 0 = none.
     self.progress = progress
     self.real = {}
@@ -203,7 +203,7 @@ class Evaluator:
       if not classifier_dir:
         raise ValueError('The judge metrics need a classifier: pass --classifier=CLFDIR (in '
                          'training --config.eval_classifier_dir), or leave judge out of the metrics.')
-      config = self._init_judge(classifier_dir, num_classes, image_shape, num_per_class, data_config)
+      config = self._init_judge(classifier_dir, image_shape, num_per_class, data_config)
     if config is None:
       raise ValueError('Inception metrics and CAS need the run\'s data config.')
     self.config = config
@@ -212,13 +212,14 @@ class Evaluator:
     if 'cas' in self.metric_names:
       self._init_cas(config)
 
-  def _init_judge(self, classifier_dir, num_classes, image_shape, num_per_class, data_config):
+  def _init_judge(self, classifier_dir, image_shape, num_per_class, data_config):
     self.model, self.params, clf_config, clf_dataset = classifier.load(classifier_dir)
-    if clf_dataset['num_classes'] != num_classes or list(clf_dataset['image_shape']) != list(image_shape):
+    classes = self.classes
+    if clf_dataset['num_classes'] != classes or list(clf_dataset['image_shape']) != list(image_shape):
       raise ValueError(
           f"The classifier in {classifier_dir} judges {clf_dataset['num_classes']} classes of "
           f"{clf_dataset['image_shape']} images ({clf_dataset['name']}), the generator draws "
-          f'{num_classes} classes of {list(image_shape)}; train a classifier on the same data.')
+          f'{classes} classes of {list(image_shape)}; train a classifier on the same data.')
     if data_config and clf_dataset['name'] != data_config.dataset:
       # Same classes and shape, other data (say a judge of MNIST for digits): its scores mislead.
       logging.warning('The classifier in %s was trained on %r, the run on %r; its scores compare '
@@ -227,19 +228,19 @@ class Evaluator:
     config = data_config or clf_config
     test_images, test_labels, _ = classifier.load_split(config, config.eval_split)
     test_labels = test_labels[:, 0] if test_labels.ndim == 2 else test_labels
-    self.num_per_class = num_per_class or len(test_labels) // num_classes
-    self.n = self.num_per_class * num_classes
+    self.num_per_class = num_per_class or len(test_labels) // classes
+    self.n = self.num_per_class * classes
     fewest = max(metrics.PRECISION_RECALL_K, metrics.DENSITY_COVERAGE_K) + 1
     if self.n < fewest:
       remedy = ('raise the images per class (--num_per_class; config.eval_num_per_class in '
                 'training)' if num_per_class else
                 f"{config.eval_split!r} holds {len(test_labels)}: hold out more images")
-      raise ValueError(f'{self.n} images of {num_classes} classes to compare ({self.num_per_class} '
+      raise ValueError(f'{self.n} images of {classes} classes to compare ({self.num_per_class} '
                        f'per class) are too few for the k-NN metrics, which need {fewest}; {remedy}.')
     if self.n > len(test_labels):
       raise ValueError(f'--num_per_class={self.num_per_class} asks for {self.n} images but '
                        f'{config.eval_split!r} holds {len(test_labels)}; use at most '
-                       f'{len(test_labels) // num_classes} (the real ceiling needs as many real images).')
+                       f'{len(test_labels) // classes} (the real ceiling needs as many real images).')
     # Held-out images are scored like generated ones; training images are the reference.
     ref_images, _, _ = classifier.load_split(config, config.train_split, self.n, seed=1)
     if len(ref_images) < self.n:
@@ -248,7 +249,7 @@ class Evaluator:
     _, self.reference = classifier.predict(self.model, self.params, ref_images)
     real_logits, real_features = classifier.predict(self.model, self.params, test_images[:self.n])
     self.real.update(score(real_logits, real_features, test_labels[:self.n], self.reference,
-                           num_classes, self.num_resamples))
+                           classes, self.num_resamples))
     return config
 
   def _init_inception(self, config, image_shape, weights, fid_num, reference_stats):
@@ -277,7 +278,7 @@ class Evaluator:
       out['kid'] = metrics.kernel_inception_distance(features, ref['features'], seed=seed)
     if 'intra_fid' in self.metric_names:
       per_class = []
-      for c in range(self.num_classes):
+      for c in range(self.classes):
         mine, theirs = features[labels == c], ref['features'][ref['labels'] == c]
         if min(len(mine), len(theirs)) < 2:
           raise ValueError(f'intra_fid: class {c} has {len(mine)} generated and {len(theirs)} '
@@ -295,7 +296,7 @@ class Evaluator:
   def _cas(self, images, labels, seed) -> float:
     """Accuracy on the held-out real images of the judge architecture trained on `images`."""
     labels = labels[:, 0] if np.ndim(labels) == 2 else labels
-    model, params = classifier.fit_arrays(self.config.classifier, self.num_classes, images,
+    model, params = classifier.fit_arrays(self.config.classifier, self.classes, images,
                                           labels, seed)
     test_images, test_labels = self.cas_test
     test_labels = test_labels[:, 0] if test_labels.ndim == 2 else test_labels
@@ -304,9 +305,9 @@ class Evaluator:
 
   def _generate(self, generator, g_params, latent_dim: int, n: int, seed: int):
     """uint8 images, n of them, classes in turn; and their classes."""
-    y = np.resize(np.arange(self.num_classes), n)
+    y = np.resize(np.arange(self.classes), n)
     rng = np.random.default_rng(seed)
-    others = [rng.integers(0, k, len(y)) for k in self.attribute_counts[1:]]
+    others = [rng.integers(0, k, len(y)) for k in self.num_classes[1:]]
     labels = np.stack([y, *others], axis=1).astype(np.int32) if others else y
     return sample.generate_batched(generator, g_params, sample.noise(seed, len(y), latent_dim),
                                    labels, progress=self.progress), y
@@ -319,7 +320,7 @@ class Evaluator:
       x, y = self._generate(generator, g_params, latent_dim, self.n, seed)
       images = x.astype(np.float32) / 127.5 - 1  # The uint8 pixels a user would save, as the judge sees data.
       logits, features = classifier.predict(self.model, self.params, images)
-      out.update(score(logits, features, y, self.reference, self.num_classes, self.num_resamples,
+      out.update(score(logits, features, y, self.reference, self.classes, self.num_resamples,
                        seed))
     if {'fid', 'kid', 'intra_fid'} & set(self.metric_names):
       x, y = self._generate(generator, g_params, latent_dim, self.fid_num, seed)
@@ -348,7 +349,8 @@ def evaluate(workdir: str, classifier_dir: Optional[str] = None, *, num_per_clas
     config.eval_split = eval_split or config.eval_split
     if cas_steps:
       config.classifier.num_train_steps = cas_steps
-  evaluator = Evaluator(classifier_dir, dataset['num_classes'], dataset['image_shape'],
+  evaluator = Evaluator(classifier_dir, labels_lib.num_classes_from_json(dataset['num_classes']),
+                        dataset['image_shape'],
                         num_per_class, data_config=config, num_resamples=num_resamples,
                         metric_names=metric_names, inception_weights=inception_weights,
                         fid_num=fid_num, reference_stats=reference_stats, progress=progress)

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from cgan_jax import image_folder
 from cgan_jax.image_folder import FOLDER_PREFIX
 # The label helpers live in labels.py (no TensorFlow); the names stay importable from here.
-from cgan_jax.labels import DatasetInfo, attribute_counts, label_keys  # pylint: disable=unused-import
+from cgan_jax.labels import DatasetInfo, label_keys  # pylint: disable=unused-import
 from cgan_jax.labels import default_labels, num_classes_from_json  # pylint: disable=unused-import
 
 _LABEL_OUT_OF_RANGE = 'label out of range:'  # Marks the input pipeline's label check.
@@ -63,7 +63,7 @@ class _Source:
     num_test = 297  # Held out for the classifier and metrics; 1500 examples train.
     self._splits = {'train': (images[:-num_test], labels[:-num_test]),
                     'test': (images[-num_test:], labels[-num_test:])}
-    self.num_classes, self.class_names = 10, tuple(str(i) for i in range(10))
+    self.num_classes, self.class_names = (10,), tuple(str(i) for i in range(10))
     self.native_shape = (8, 8, 1)
     self.split_sizes = {k: len(v[1]) for k, v in self._splits.items()}
     self._read = self._read_digits
@@ -79,7 +79,7 @@ class _Source:
     folder = image_folder.layout(path, self.config.train_split)
     builder = tfds.ImageFolder(folder.root)
     self._builder = builder
-    self.num_classes = builder.info.features['label'].num_classes
+    self.num_classes = (builder.info.features['label'].num_classes,)
     self.class_names = tuple(builder.info.features['label'].names)
     self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
     self.native_shape = image_folder.image_shape_from_headers(folder.path, folder.files)
@@ -125,7 +125,7 @@ class _Source:
     self._builder, self._keys = builder, (image_key, keys)
     counts = tuple(features[k].num_classes for k in keys)
     names = tuple(tuple(features[k].names) for k in keys)
-    self.num_classes, self.class_names = (counts[0], names[0]) if len(counts) == 1 else (counts, names)
+    self.num_classes, self.class_names = counts, (names[0] if len(counts) == 1 else names)
     self.native_shape = tuple(features[image_key].shape)
     self.split_sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
     self._read = self._read_tfds
@@ -270,7 +270,7 @@ def create_dataset(config: ml_collections.ConfigDict, split: str, local_batch_si
   if train:
     ds = _shuffled_epochs(ds, config.shuffle_buffer, seed, skip=start_batch * local_batch_size)
 
-  counts = tf.constant(attribute_counts(info.num_classes), tf.int32)
+  counts = tf.constant(info.num_classes, tf.int32)
 
   def preprocess(example):
     image = _to_channels(example['image'], shape[-1])

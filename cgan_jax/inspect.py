@@ -168,30 +168,26 @@ class _Run:
   g_params: dict
   d_params: dict
   g_key: str
-  num_classes: object
+  num_classes: tuple
   class_names: List[str]
   log: Callable[[str], None]
 
-  @property
-  def counts(self) -> tuple:
-    return labels_lib.attribute_counts(self.num_classes)
-
   def with_others(self, y):
     """Labels of the first attribute, with every other attribute at 0."""
-    return np.stack([y] + [0 * y] * (len(self.counts) - 1), 1) if len(self.counts) > 1 else y
+    others = len(self.num_classes) - 1
+    return np.stack([y] + [0 * y] * others, 1) if others else y
 
 
 def _restore(workdir, output, step, use_ema, log) -> Tuple[_Run, int]:
   g_key = 'ema_g_params' if use_ema else 'g_params'
   restored, config, dataset, step = checkpoint.restore_params(workdir, (g_key, 'd_params'), step)
   num_classes = labels_lib.num_classes_from_json(dataset['num_classes'])
-  counts = labels_lib.attribute_counts(num_classes)
   # With several attributes the pictures sweep the first one (the others at 0).
   names = dataset.get('class_names') or []
-  names = names if len(counts) == 1 else names[0] if names else []
+  names = names if len(num_classes) == 1 else names[0] if names else []
   generator, _ = models.create_models(config, num_classes, tuple(dataset['image_shape']))
   run = _Run(workdir, output, config, generator, restored[g_key], restored['d_params'], g_key,
-             num_classes, [str(n) for n in names or range(counts[0])], log)
+             num_classes, [str(n) for n in names or range(num_classes[0])], log)
   return run, step
 
 
@@ -228,7 +224,7 @@ def _write_conditioned_pca(run: _Run, result: dict, num_per_class: int, seed: in
                            f'{g_conditioning!r}): no conditioned-input PCA.')
     return
   index, layer = found
-  labels = np.repeat(np.arange(run.counts[0]), num_per_class)
+  labels = np.repeat(np.arange(run.num_classes[0]), num_per_class)
   z = sample.noise(seed, len(labels), latent_dim)
   _, inputs, outputs = module_io(run.generator, run.g_params, z,
                                  jnp.asarray(run.with_others(labels)))[index]
@@ -251,7 +247,7 @@ def _write_conditioned_pca(run: _Run, result: dict, num_per_class: int, seed: in
 
 def _write_interpolation(run: _Run, result: dict, num_steps: int, seed: int):
   x, _ = sample.interpolation(run.generator, run.g_params,
-                              run.with_others(np.arange(run.counts[0])), num_steps, seed,
+                              run.with_others(np.arange(run.num_classes[0])), num_steps, seed,
                               run.config.model.latent_dim, run.num_classes)
   result['interpolation'] = x
   result['files']['interpolation'] = os.path.join(run.output, 'interpolation.png')

@@ -1,9 +1,12 @@
 """What the models need to know about a dataset's labels, without TensorFlow: DatasetInfo and
-the class counts of single- and multi-attribute labels."""
+the class counts of single- and multi-attribute labels.
+
+`num_classes` is a tuple of class counts, one per label attribute, everywhere: (10,) for
+MNIST's digit. Labels are (B,) class indices for one attribute and (B, A) for A attributes.
+"""
 
 import dataclasses
 import itertools
-from typing import Any
 
 import numpy as np
 
@@ -11,30 +14,30 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the models need to know about the data."""
-  num_classes: Any  # int, or a tuple of class counts, one per attribute of config.labels.
+  num_classes: tuple  # Class counts, one per label attribute: (10,) for one label.
   image_shape: tuple  # (height, width, channels) after preprocessing.
   num_examples: int  # In the training split, over all hosts; 0 if unknown.
   class_names: tuple  # Names of the classes (a tuple of them per attribute with config.labels).
 
 
-def attribute_counts(num_classes) -> tuple:
-  """Class counts per attribute: (n,) for a single label."""
-  return tuple(num_classes) if isinstance(num_classes, (tuple, list)) else (int(num_classes),)
+def num_classes_from_json(value) -> tuple:
+  """A saved num_classes (an int for one label, a list per attribute) as a tuple of counts."""
+  return tuple(int(n) for n in value) if isinstance(value, (tuple, list)) else (int(value),)
 
 
-def num_classes_from_json(value):
-  """A saved num_classes (an int, or a JSON list per attribute) as the models take it."""
-  return tuple(value) if isinstance(value, (tuple, list)) else value
+def num_classes_to_json(num_classes: tuple):
+  """num_classes as checkpoints store it: an int for one label, a list per attribute."""
+  return int(num_classes[0]) if len(num_classes) == 1 else [int(n) for n in num_classes]
 
 
-def default_labels(num_classes, max_combinations: int = 100) -> np.ndarray:
+def default_labels(num_classes: tuple, max_combinations: int = 100) -> np.ndarray:
   """Labels to draw when none are asked for: every class, or (N, A) combinations of attributes.
 
   Every combination when there are at most `max_combinations`, else each attribute's values
   in turn with the other attributes at 0.
   """
-  if not isinstance(num_classes, (tuple, list)):
-    return np.arange(num_classes, dtype=np.int32)
+  if len(num_classes) == 1:
+    return np.arange(num_classes[0], dtype=np.int32)
   if np.prod(num_classes) <= max_combinations:
     return np.array(list(itertools.product(*map(range, num_classes))), np.int32)
   rows = [[v if i == a else 0 for i in range(len(num_classes))]

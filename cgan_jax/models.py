@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from cgan_jax import conditioning
 from cgan_jax import layers
@@ -30,7 +31,7 @@ def _leaky_relu_jvp(primals, tangents):
 
 class DCGANGenerator(nn.Module):
   """The tutorial cDCGAN generator: Dense to a base map, stride-2 upsamplings, conv + tanh."""
-  num_classes: Any  # int, or one class count per attribute of config.labels.
+  num_classes: tuple  # Class counts, one per label attribute.
   image_shape: Sequence[int]
   latent_dim: int = 100
   embed_dim: int = 50
@@ -78,7 +79,7 @@ class DCGANDiscriminator(nn.Module):
 
   With 'acgan' conditioning the class logits are sown as ('intermediates', 'class_logits').
   """
-  num_classes: Any
+  num_classes: tuple
   embed_dim: int = 50
   width: int = 128
   num_downsamples: int = 2
@@ -117,7 +118,7 @@ def _check_divisible(image_shape: Sequence[int], num_upsamples: int):
         'set --config.image_size or --config.model.num_upsamples.')
 
 
-def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Sequence[int]):
+def _dcgan(config: ml_collections.ConfigDict, num_classes: tuple, image_shape: Sequence[int]):
   m = config.model
   _check_divisible(image_shape, m.num_upsamples)
   for name in ('g_condition_at', 'd_condition_at'):
@@ -139,7 +140,7 @@ def _dcgan(config: ml_collections.ConfigDict, num_classes: int, image_shape: Seq
   return generator, discriminator
 
 
-def _resnet(config: ml_collections.ConfigDict, num_classes, image_shape: Sequence[int]):
+def _resnet(config: ml_collections.ConfigDict, num_classes: tuple, image_shape: Sequence[int]):
   m = config.model
   height, width, _ = image_shape
   _check_divisible(image_shape, m.num_upsamples)
@@ -185,7 +186,12 @@ def check_names(config: ml_collections.ConfigDict):
     raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; choose 'float32' or 'bfloat16'.")
 
 
-def create_models(config: ml_collections.ConfigDict, num_classes: int, image_shape):
-  """Builds (generator, discriminator) for `config.model.name`."""
+def create_models(config: ml_collections.ConfigDict, num_classes: tuple, image_shape):
+  """Builds (generator, discriminator) for `config.model.name`; `num_classes` has one class
+  count per label attribute, e.g. (10,)."""
   check_names(config)
+  if not (isinstance(num_classes, tuple) and num_classes and
+          all(isinstance(n, (int, np.integer)) and n > 0 for n in num_classes)):
+    raise ValueError(f'num_classes={num_classes!r}: give a tuple of class counts, one per label '
+                     'attribute, e.g. (10,) for one label of 10 classes.')
   return MODELS[config.model.name](config, num_classes, image_shape)

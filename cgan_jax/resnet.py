@@ -60,7 +60,7 @@ class GBlock(nn.Module):
 
 class ResNetGenerator(nn.Module):
   """Residual conditional generator: base map, `num_upsamples` GBlocks, BN-ReLU-conv3-tanh."""
-  num_classes: Any
+  num_classes: tuple  # Class counts, one per label attribute.
   image_shape: Sequence[int]
   latent_dim: int = 128
   embed_dim: int = 128
@@ -152,7 +152,7 @@ class ResNetDiscriminator(nn.Module):
 
   With 'acgan' conditioning the class logits are sown as ('intermediates', 'class_logits').
   """
-  num_classes: Any
+  num_classes: tuple  # Class counts, one per label attribute.
   embed_dim: int = 128
   width: int = 128
   num_downsamples: int = 2

@@ -100,23 +100,23 @@ def parse_labels(text: str, class_names: Sequence = ()) -> np.ndarray:
   return np.array(values if len(rows[0]) > 1 else [r[0] for r in values], np.int32)
 
 
-def check_labels(labels, num_classes) -> np.ndarray:
+def check_labels(labels, num_classes: tuple) -> np.ndarray:
   """Labels as int32 (N,) or (N, attributes), or a one-line error naming what is wrong."""
   values = np.asarray(labels)
   if values.dtype.kind not in 'iub' and not (values.dtype.kind == 'f' and
                                             np.array_equal(values, np.round(values))):
     raise ValueError(f'Labels are class ids (integers), got {values.ravel()[:4].tolist()}.')
   labels = values.astype(np.int32)
-  counts = labels_lib.attribute_counts(num_classes)
   given = labels.shape[1] if labels.ndim == 2 else 1
-  if labels.ndim > 2 or given != len(counts) or (labels.ndim == 2) != (len(counts) > 1):
-    raise ValueError(f'This model takes {len(counts)} label attribute(s) with {list(counts)} '
-                     f"classes; give one value per attribute, joined by ':' (got {given}).")
-  for attribute, n in enumerate(counts):
+  if labels.ndim > 2 or given != len(num_classes) or (labels.ndim == 2) != (len(num_classes) > 1):
+    raise ValueError(f'This model takes {len(num_classes)} label attribute(s) with '
+                     f"{list(num_classes)} classes; give one value per attribute, joined by ':' "
+                     f'(got {given}).')
+  for attribute, n in enumerate(num_classes):
     values = labels[:, attribute] if labels.ndim == 2 else labels
     bad = values[(values < 0) | (values >= n)]
     if bad.size:
-      which = f' of attribute {attribute}' if len(counts) > 1 else ''
+      which = f' of attribute {attribute}' if len(num_classes) > 1 else ''
       raise ValueError(f'Label {int(bad[0])}{which} is out of range: this model has {n} '
                        f'classes, 0..{n - 1}.')
   return labels

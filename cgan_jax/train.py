@@ -186,7 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   info = run.info
   logging.info('Training %s on %s (%s images of %s, %s classes) over %d devices, steps %d..%d.',
                config.model.name, config.dataset, info.num_examples or 'unknown number of',
-               info.image_shape, info.num_classes, run.mesh.devices.size, start_step,
+               info.image_shape, labels_lib.num_classes_to_json(info.num_classes),
+               run.mesh.devices.size, start_step,
                config.num_train_steps)
   with _stop_signals() as stop_signals:
     state = _train(run, state, progress, stop_signals)

@@ -14,7 +14,6 @@ from jax.sharding import PartitionSpec as P
 
 from cgan_jax import augment
 from cgan_jax import conditioning
-from cgan_jax import labels as labels_lib
 from cgan_jax import losses
 from cgan_jax import models
 from cgan_jax.sharding import DATA_AXIS
@@ -70,7 +69,7 @@ def init_state(rng, *, generator: nn.Module, discriminator: nn.Module, g_tx, d_t
   """Initialises parameters and optimiser states (pure: jit it, or eval_shape it)."""
   g_rng, d_rng, rng = jax.random.split(rng, 3)
   z = jnp.zeros((1, latent_dim), jnp.float32)
-  num_attributes = len(labels_lib.attribute_counts(generator.num_classes))
+  num_attributes = len(generator.num_classes)
   labels = jnp.zeros((1, num_attributes) if num_attributes > 1 else (1,), jnp.int32)
   images = jnp.zeros((1, *image_shape), jnp.float32)
   g_params = generator.init(g_rng, z, labels, train=False)['params']
@@ -122,7 +121,7 @@ class StepParts(NamedTuple):
   g_tx: Any
   d_tx: Any
   loss: losses.GANLoss
-  counts: tuple  # Class counts per attribute: generated labels are uniform over each.
+  num_classes: tuple  # Class counts per attribute: generated labels are uniform over each.
   transforms: tuple = ()  # config.augment's transforms, applied to every image D sees.
 
   @property
@@ -142,7 +141,7 @@ def generate(parts: StepParts, g_params, key, n: int) -> Examples:
   keys = jax.vmap(lambda k: jax.random.split(k, 3))(_example_keys(key, n))
   z = jax.vmap(lambda k: jax.random.normal(k, (parts.config.model.latent_dim,)))(keys[:, 0])
   # Labels uniform over each attribute's classes, independently.
-  counts = parts.counts
+  counts = parts.num_classes
   shape, high = ((len(counts),), jnp.array(counts)) if len(counts) > 1 else ((), counts[0])
   labels = jax.vmap(lambda k: jax.random.randint(k, shape, 0, high))(keys[:, 1])
   images = parts.generator.apply({'params': g_params}, z, labels, train=True)
@@ -297,15 +296,15 @@ def adapt_augment_p(augment_p, d_acc_real, config: ml_collections.ConfigDict):
 
 
 def make_train_step(config: ml_collections.ConfigDict, *, generator: nn.Module,
-                    discriminator: nn.Module, g_tx, d_tx, num_classes):
+                    discriminator: nn.Module, g_tx, d_tx, num_classes: tuple):
   """Returns the per-device step `(state, batch) -> (state, metrics)` over the `data` axis.
 
-  `num_classes` is an int, or one class count per attribute (labels (B, attributes)).
+  `num_classes` has one class count per attribute (labels (B,) for one, (B, attributes) else).
   """
   check_d_update(config.d_update)
   parts = StepParts(config=config, generator=generator, discriminator=discriminator, g_tx=g_tx,
                     d_tx=d_tx, loss=losses.get_loss(config.loss),
-                    counts=labels_lib.attribute_counts(num_classes),
+                    num_classes=num_classes,
                     transforms=augment.parse_policy(config.augment))
   return guard_nonfinite(functools.partial(train_step, parts))
 
@@ -317,7 +316,7 @@ class Trainer(NamedTuple):
   step_fn: Callable  # The per-device step (state, batch) -> (state, metrics).
 
 
-def build(config: ml_collections.ConfigDict, num_classes, image_shape) -> Trainer:
+def build(config: ml_collections.ConfigDict, num_classes: tuple, image_shape) -> Trainer:
   """The models, optimisers, state initialiser and per-device step for `config`."""
   generator, discriminator = models.create_models(config, num_classes, image_shape)
   g_tx, d_tx = create_optimizers(config)

@@ -8,6 +8,8 @@ import tensorflow_datasets as tfds
 from cgan_jax import checkpoint
 from cgan_jax import inspect as cgan_inspect
 from cgan_jax import input_pipeline
+from cgan_jax import labels as labels_lib
+from cgan_jax import models
 from cgan_jax import sample
 from cgan_jax import train
 from tests import conftest
@@ -47,11 +49,26 @@ def test_unknown_or_impossible_attributes_are_clear_errors(norb_config):
 
 
 def test_default_labels_cover_the_combinations():
-  np.testing.assert_array_equal(input_pipeline.default_labels(3), [0, 1, 2])
+  np.testing.assert_array_equal(input_pipeline.default_labels((3,)), [0, 1, 2])
   assert input_pipeline.default_labels((2, 3)).tolist() == [[0, 0], [0, 1], [0, 2],
                                                             [1, 0], [1, 1], [1, 2]]
   # Too many combinations: each attribute's values in turn, the others at 0.
   assert input_pipeline.default_labels((20, 9)).shape == (29, 2)
+
+
+def test_num_classes_is_a_tuple_and_checkpoints_keep_their_json_form(norb_config):
+  # One label is (n,) like several; checkpoints store an int for one label (as always) and a
+  # list for several, so checkpoints of either form read back as the same tuple.
+  single = conftest.make_tiny_config()
+  assert input_pipeline.get_info(single).num_classes == (10,)
+  norb_config.labels = 'label_category'
+  with tfds.testing.mock_data(num_examples=8):
+    assert input_pipeline.get_info(norb_config).num_classes == (5,)
+  assert labels_lib.num_classes_to_json((10,)) == 10 and labels_lib.num_classes_to_json(COUNTS) == [5, 6]
+  assert labels_lib.num_classes_from_json(10) == (10,) and labels_lib.num_classes_from_json([5, 6]) == COUNTS
+  for wrong in (10, [10], (), (0,)):
+    with pytest.raises(ValueError, match=r'give a tuple of class counts.*e\.g\. \(10,\)'):
+      models.create_models(single, wrong, (8, 8, 1))
 
 
 def test_parse_and_check_labels():
@@ -80,7 +97,7 @@ def test_parse_and_check_labels():
   with pytest.raises(ValueError, match=r"2 label attribute\(s\).*joined by ':' \(got 1\)"):
     sample.check_labels([3, 4], COUNTS)
   with pytest.raises(ValueError, match=r'1 label attribute\(s\).*\(got 2\)'):
-    sample.check_labels([[3, 1]], 10)
+    sample.check_labels([[3, 1]], (10,))
   with pytest.raises(ValueError, match='Label 6 of attribute 1 is out of range.*0..5'):
     sample.check_labels([[3, 6]], COUNTS)
 

@@ -121,4 +121,4 @@ def test_several_attributes_are_benchmarked_as_configured():
   assert labels.shape == (3, 400, 2) and labels.dtype == np.int32
   assert labels[..., 0].max() == 4 and labels[..., 1].max() == 5 and labels.min() == 0
   config.labels = ''
-  assert input_pipeline.get_info(config, prepare=False).num_classes == 5
+  assert input_pipeline.get_info(config, prepare=False).num_classes == (5,)

@@ -174,10 +174,10 @@ def test_a_judge_of_other_data_is_warned_about(judge_dir, tmp_path, caplog):
       Image.fromarray(np.full((8, 8), 20 * c + i, np.uint8)).save(tmp_path / 'train' / str(c) / f'{i}.png')
   config = make_tiny_config()
   config.dataset, config.eval_split = f'folder:{tmp_path}', 'train'
-  evaluate.Evaluator(judge_dir, 10, (8, 8, 1), num_per_class=1, data_config=config)
+  evaluate.Evaluator(judge_dir, (10,), (8, 8, 1), num_per_class=1, data_config=config)
   assert f"was trained on 'digits', the run on 'folder:{tmp_path}'" in caplog.text
   caplog.clear()
-  evaluate.Evaluator(judge_dir, 10, (8, 8, 1), num_per_class=1, data_config=make_tiny_config())
+  evaluate.Evaluator(judge_dir, (10,), (8, 8, 1), num_per_class=1, data_config=make_tiny_config())
   assert 'was trained on' not in caplog.text
 
 

@@ -23,7 +23,7 @@ LABELS = jnp.array([0, 1, 2, 3])
 
 def train_steps(config, devices, batches, scan=None):
   """(initial state, state after the batches, mean metrics) on a mesh of `devices`."""
-  _, init, step = train_step.build(config, 10, (8, 8, 1))
+  _, init, step = train_step.build(config, (10,), (8, 8, 1))
   mesh = sharding.make_mesh(devices)
   state = train_step.initial_state(init, jax.random.PRNGKey(0), config, sharding.replicated(mesh))
   initial = jax.device_get(state)
@@ -51,7 +51,7 @@ def _configure(config, g, d, norm='none', **model):
 def test_every_style_builds_and_uses_the_label(tiny_config):
   z = jax.random.normal(jax.random.PRNGKey(0), (4, tiny_config.model.latent_dim))
   for g, norm in itertools.product(conditioning.G_CONDITIONINGS, conditioning.G_NORMS):
-    generator, _ = models.create_models(_configure(tiny_config, g, 'none', norm), 10, (8, 8, 1))
+    generator, _ = models.create_models(_configure(tiny_config, g, 'none', norm), (10,), (8, 8, 1))
     g_vars = generator.init(jax.random.PRNGKey(1), z, LABELS, train=False)
     # CBN starts as plain BN (gain 1, bias 0): move every parameter off its initial value.
     leaves, tree = jax.tree.flatten(g_vars)
@@ -64,7 +64,7 @@ def test_every_style_builds_and_uses_the_label(tiny_config):
     assert (moved > 1e-5) == conditioning.generator_uses_labels(tiny_config.model), (g, norm, moved)
 
   for style in conditioning.D_CONDITIONINGS:
-    _, discriminator = models.create_models(_configure(tiny_config, 'none', style), 10, (8, 8, 1))
+    _, discriminator = models.create_models(_configure(tiny_config, 'none', style), (10,), (8, 8, 1))
     d_vars = discriminator.init(jax.random.PRNGKey(2), images, LABELS, train=False)
     apply = functools.partial(discriminator.apply, d_vars, images, train=False,
                               mutable='intermediates')
@@ -80,7 +80,7 @@ def test_where_the_condition_enters(tiny_config):
   tiny_config.model.num_upsamples = 2
   tiny_config.model.g_condition_at = 2
   tiny_config.model.d_condition_at = 1
-  generator, discriminator = models.create_models(tiny_config, 10, (8, 8, 1))
+  generator, discriminator = models.create_models(tiny_config, (10,), (8, 8, 1))
   z = jnp.ones((4, tiny_config.model.latent_dim))
   g_params = generator.init(jax.random.PRNGKey(0), z, LABELS, train=False)['params']
   # The label map sits on the 8x8 output of the second upsampling: Dense(embed -> 64).
@@ -90,7 +90,7 @@ def test_where_the_condition_enters(tiny_config):
   assert d_params['label_map']['dense']['kernel'].shape == (tiny_config.model.embed_dim, 16)
   tiny_config.model.d_condition_at = 3
   with pytest.raises(ValueError, match='d_condition_at=3'):
-    models.create_models(tiny_config, 10, (8, 8, 1))
+    models.create_models(tiny_config, (10,), (8, 8, 1))
 
 
 # Every G style, every D style, every G normalisation, spectral norm and bfloat16 train.
@@ -139,7 +139,7 @@ def test_saved_config_rebuilds_the_model_for_sampling(tiny_config, tmp_path):
   params, config, dataset, _ = checkpoint.restore_generator(str(tmp_path))
   assert config.model.to_dict() == tiny_config.model.to_dict()
   generator = sample.build_generator(config, dataset)
-  trained, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+  trained, _ = models.create_models(tiny_config, (10,), (8, 8, 1))
   z = jax.random.normal(jax.random.PRNGKey(0), (4, config.model.latent_dim))
   # Compiled (sample) and op-by-op (here), the Winograd transforms round differently: ~1e-6.
   np.testing.assert_allclose(
@@ -225,13 +225,13 @@ def test_unknown_styles_are_clear_errors(tiny_config):
   for field in ('g_conditioning', 'd_conditioning', 'g_norm', 'dtype'):
     tiny_config.model[field] = 'nope'
     with pytest.raises(ValueError, match=field):
-      models.create_models(tiny_config, 10, (8, 8, 1))
+      models.create_models(tiny_config, (10,), (8, 8, 1))
     tiny_config.model[field] = {'dtype': 'float32', 'g_norm': 'none'}.get(field, 'channel')
 
 
 def test_cifar10_config_builds():
   config = cifar10.get_config()
-  generator, discriminator = models.create_models(config, 10, (32, 32, 3))
+  generator, discriminator = models.create_models(config, (10,), (32, 32, 3))
   z, labels = jnp.zeros((2, config.model.latent_dim)), jnp.array([0, 9])
   g_vars = jax.eval_shape(lambda: generator.init(jax.random.PRNGKey(0), z, labels, train=False))
   images = jax.eval_shape(functools.partial(generator.apply, train=False), g_vars, z, labels)

@@ -32,7 +32,7 @@ _SCRIPT = textwrap.dedent('''
     config = default.get_config()
     config.model.update(g_width=8, d_width=8, latent_dim=8, embed_dim=4)
     config.batch_size = 4
-    _, init, step = train_step.build(config, 10, (8, 8, 1))
+    _, init, step = train_step.build(config, (10,), (8, 8, 1))
     mesh = sharding.make_mesh(jax.devices()[:1])
     state = train_step.initial_state(init, jax.random.PRNGKey(0), config,
                                      sharding.replicated(mesh))

@@ -2,6 +2,9 @@
 torch), features against the TorchScript reference's, and bad input."""
 
 import os
+import re
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -102,3 +105,13 @@ def test_missing_or_corrupt_weights_are_one_line_errors(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match='truncated.npz is corrupt'):
     inception.load_params(str(tmp_path / 'truncated.npz'))
   assert not os.path.exists(tmp_path / 'cache')  # Nothing written.
+
+
+@needs_weights
+def test_speed_script_runs_without_torch():
+  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks',
+                        'inception_equality.py')
+  done = subprocess.run([sys.executable, script, '--speed_only', '--num_images=2'],
+                        capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert re.search(r'2 images of \(32, 32, 3\).*cgan_jax [\d.]+ features/s', done.stdout)

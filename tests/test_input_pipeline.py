@@ -26,7 +26,7 @@ def _check_batch(batch, info, batch_size=8):
   assert batch['image'].dtype == np.float32
   assert -1.0 <= batch['image'].min() and batch['image'].max() <= 1.0
   assert batch['label'].dtype == np.int32
-  assert ((0 <= batch['label']) & (batch['label'] < info.num_classes)).all()
+  assert ((0 <= batch['label']) & (batch['label'] < info.num_classes[0])).all()
 
 
 @pytest.mark.parametrize('name,shape', [('mnist', (28, 28, 1)), ('cifar10', (32, 32, 3))])
@@ -34,7 +34,7 @@ def test_tfds_mock(tiny_config, name, shape):
   tiny_config.dataset = name
   with tfds.testing.mock_data(num_examples=32):
     batch, info = _first_batch(tiny_config)
-  assert info.image_shape == shape and info.num_classes == 10
+  assert info.image_shape == shape and info.num_classes == (10,)
   _check_batch(batch, info)
 
 
@@ -63,7 +63,7 @@ def test_prepared_tfds_data_dir(tiny_config, tmp_path, monkeypatch):
   stream = ds.as_numpy_iterator()
   batches = [next(stream) for _ in range(3)]
   assert info.image_shape == (28, 28, 1) and info.num_examples == 256
-  assert info.class_names[5] == 'Sandal' and info.num_classes == 10
+  assert info.class_names[5] == 'Sandal' and info.num_classes == (10,)
   _check_batch(batches[0], info, 32)
   for batch in batches:  # Each image arrives with its own label.
     np.testing.assert_allclose((batch['image'] + 1) * 127.5,
@@ -115,7 +115,7 @@ def test_tfds_without_supervised_keys(tiny_config, tmp_path):
   tfds.builder('unsupervised_toy', data_dir=str(tmp_path)).download_and_prepare()
   tiny_config.dataset, tiny_config.data_dir = 'unsupervised_toy', str(tmp_path)
   batch, info = _first_batch(tiny_config, batch_size=6)
-  assert info.num_classes == 3 and info.image_shape == (8, 8, 1) and info.num_examples == 6
+  assert info.num_classes == (3,) and info.image_shape == (8, 8, 1) and info.num_examples == 6
   np.testing.assert_allclose((batch['image'][:, 0, 0, 0] + 1) * 127.5, 40 * batch['label'],
                              atol=1e-3)
 
@@ -145,7 +145,7 @@ def test_tfds_images_of_varying_size(tiny_config):
       input_pipeline.get_info(tiny_config)
     tiny_config.image_size = 16
     batch, info = _first_batch(tiny_config, batch_size=4)
-  assert info.image_shape == (16, 16, 3) and info.num_classes == 5
+  assert info.image_shape == (16, 16, 3) and info.num_classes == (5,)
   _check_batch(batch, info, 4)
 
 
@@ -186,7 +186,7 @@ def test_folder(tiny_config, tmp_path, mode, channels):
   tiny_config.dataset = f'folder:{tmp_path}'
   batch, info = _first_batch(tiny_config)
   assert info.image_shape == (12, 12, channels)
-  assert info.num_classes == 3 and info.class_names == ('cat', 'dog', 'eel')
+  assert info.num_classes == (3,) and info.class_names == ('cat', 'dog', 'eel')
   _check_batch(batch, info)
   tiny_config.image_size = 8
   tiny_config.num_channels = 3
@@ -320,7 +320,7 @@ def test_classes_a_split_lacks_are_named(tiny_config, tmp_path, caplog):
   shutil.copytree(tmp_path / 'train' / 'eel', tmp_path / 'train' / 'fox')
   tiny_config.dataset = f'folder:{tmp_path}'
   with caplog.at_level(logging.WARNING):
-    assert input_pipeline.get_info(tiny_config).num_classes == 4
+    assert input_pipeline.get_info(tiny_config).num_classes == (4,)
     input_pipeline.get_info(tiny_config)
   assert caplog.text.count("split 'test' has no images of class 'fox'; that class is not "
                            'evaluated there.') == 1
@@ -329,7 +329,7 @@ def test_classes_a_split_lacks_are_named(tiny_config, tmp_path, caplog):
                                        r'splits have; every class needs training images'):
     input_pipeline.get_info(tiny_config)
   tiny_config.train_split = 'train[:50%]+test'  # Either split's images train.
-  assert input_pipeline.get_info(tiny_config).num_classes == 5
+  assert input_pipeline.get_info(tiny_config).num_classes == (5,)
 
 
 @pytest.mark.parametrize('content,message', [

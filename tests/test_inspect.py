@@ -122,7 +122,7 @@ def test_unconditioned_generator_has_nothing_to_show():
   config = make_tiny_config()
   config.model.g_conditioning = 'none'
   config.model.d_conditioning = 'none'
-  generator, _ = models.create_models(config, 10, (8, 8, 1))
+  generator, _ = models.create_models(config, (10,), (8, 8, 1))
   z, labels = jnp.zeros((1, config.model.latent_dim)), jnp.zeros((1,), jnp.int32)
   params = generator.init(jax.random.PRNGKey(0), z, labels, train=False)['params']
   assert cgan_inspect.find_conditioned_input(generator, params, config.model.latent_dim) is None

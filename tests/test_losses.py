@@ -75,7 +75,7 @@ def test_penalty_gradients_through_the_fast_layers_match_xla():
   images = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
   labels = jnp.array([1, 2, 3])
   keys = jax.random.split(jax.random.PRNGKey(5), 3)
-  fast, xla = (models.DCGANDiscriminator(num_classes=10, width=16, layer_impl=impl)
+  fast, xla = (models.DCGANDiscriminator(num_classes=(10,), width=16, layer_impl=impl)
                for impl in ('auto', 'conv'))
   params = fast.init(jax.random.PRNGKey(1), images, labels, train=False)['params']
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)

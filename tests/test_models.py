@@ -11,7 +11,7 @@ from cgan_jax import models
 
 @pytest.mark.parametrize('image_shape', [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 def test_shapes_and_label_dependence(tiny_config, image_shape):
-  generator, discriminator = models.create_models(tiny_config, 10, image_shape)
+  generator, discriminator = models.create_models(tiny_config, (10,), image_shape)
   z = jax.random.normal(jax.random.PRNGKey(0), (4, tiny_config.model.latent_dim))
   labels = jnp.array([0, 1, 2, 3])
   g_params = generator.init(jax.random.PRNGKey(1), z, labels)['params']
@@ -30,7 +30,7 @@ def test_shapes_and_label_dependence(tiny_config, image_shape):
 
 def test_unconditional_generator_ignores_labels(tiny_config):
   tiny_config.model.g_conditioning = 'none'
-  generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+  generator, _ = models.create_models(tiny_config, (10,), (8, 8, 1))
   z = jnp.ones((2, tiny_config.model.latent_dim))
   params = generator.init(jax.random.PRNGKey(0), z, jnp.array([0, 1]))['params']
   a = generator.apply({'params': params}, z, jnp.array([0, 1]))
@@ -40,18 +40,18 @@ def test_unconditional_generator_ignores_labels(tiny_config):
 
 def test_bad_model_settings_are_clear_errors(tiny_config):
   with pytest.raises(ValueError, match='not divisible'):
-    models.create_models(tiny_config, 10, (9, 9, 1))
+    models.create_models(tiny_config, (10,), (9, 9, 1))
   tiny_config.model.name = 'nope'
   with pytest.raises(ValueError, match='Unknown model.name'):
-    models.create_models(tiny_config, 10, (8, 8, 1))
+    models.create_models(tiny_config, (10,), (8, 8, 1))
   tiny_config.model.name = 'dcgan'
   tiny_config.model.g_conditioning = 'nope'
   with pytest.raises(ValueError, match='g_conditioning'):
-    models.create_models(tiny_config, 10, (8, 8, 1))
+    models.create_models(tiny_config, (10,), (8, 8, 1))
   tiny_config.model.g_conditioning = 'channel'
   tiny_config.model.conv_impl = 'cudnn'
   with pytest.raises(ValueError, match="Unknown model.conv_impl 'cudnn'"):
-    models.create_models(tiny_config, 10, (8, 8, 1))
+    models.create_models(tiny_config, (10,), (8, 8, 1))
 
 
 def test_xla_convs_compute_the_same_models(tiny_config):
@@ -61,7 +61,7 @@ def test_xla_convs_compute_the_same_models(tiny_config):
   outputs = []
   for impl in ('auto', 'xla'):
     tiny_config.model.conv_impl = impl
-    generator, discriminator = models.create_models(tiny_config, 10, (28, 28, 1))
+    generator, discriminator = models.create_models(tiny_config, (10,), (28, 28, 1))
     g_params = generator.init(jax.random.PRNGKey(1), z, labels)['params']
     images = generator.apply({'params': g_params}, z, labels)
     d_params = discriminator.init(jax.random.PRNGKey(2), images, labels, train=False)['params']
@@ -73,7 +73,7 @@ def test_xla_convs_compute_the_same_models(tiny_config):
 def test_discriminator_dropout_is_per_example(tiny_config):
   """In training each example's logit depends on its own dropout key alone, not on its batch."""
   tiny_config.model.d_dropout = 0.5
-  _, discriminator = models.create_models(tiny_config, 10, (8, 8, 1))
+  _, discriminator = models.create_models(tiny_config, (10,), (8, 8, 1))
   images = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1), minval=-1, maxval=1)
   labels = jnp.array([0, 1, 2, 3])
   keys = jax.random.split(jax.random.PRNGKey(1), 4)

@@ -22,7 +22,7 @@ def _resnet(config, **model):
     (28, 2, 1, 4), (32, 3, 3, 4), (64, 4, 3, 5)])
 def test_sizes(tiny_config, size, upsamples, channels, d_blocks):
   config = _resnet(tiny_config, num_upsamples=upsamples, hierarchical_z=True)
-  g, d = models.create_models(config, 10, (size, size, channels))
+  g, d = models.create_models(config, (10,), (size, size, channels))
   z, y = jnp.ones((2, config.model.latent_dim)), jnp.array([3, 7])
   g_vars = g.init(jax.random.PRNGKey(0), z, y, train=False)
   x = g.apply(g_vars, z, y, train=False)
@@ -64,7 +64,7 @@ def test_eight_devices_match_one(tiny_config):
 
 def test_bad_settings_are_one_line_errors(tiny_config):
   with pytest.raises(ValueError, match="g_norm to 'cbn'"):
-    models.create_models(_resnet(tiny_config, g_norm='none'), 10, (8, 8, 1))
+    models.create_models(_resnet(tiny_config, g_norm='none'), (10,), (8, 8, 1))
   with pytest.raises(ValueError, match='d_condition_at=5'):
-    models.create_models(_resnet(tiny_config, d_conditioning='channel', d_condition_at=5), 10,
+    models.create_models(_resnet(tiny_config, d_conditioning='channel', d_condition_at=5), (10,),
                          (8, 8, 1))

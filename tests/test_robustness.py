@@ -181,7 +181,7 @@ def test_ctrl_c_saves_a_checkpoint_and_a_second_one_interrupts(tmp_path, monkeyp
 
 def test_guard_keeps_the_state_on_a_nan_parameter():
   config = _long_config()
-  _, init, step = train_step.build(config, 10, (8, 8, 1))
+  _, init, step = train_step.build(config, (10,), (8, 8, 1))
   mesh = sharding.make_mesh()
   state = jax.device_get(jax.jit(init)(jax.random.PRNGKey(0)))  # Host copies: no shared buffers.
   leaves, treedef = jax.tree.flatten(state.d_params)

@@ -109,7 +109,7 @@ def test_generate_checks_its_input(trained_workdir, z_shape, labels, message):
 
 def test_batch_norm_generator_does_not_normalise_a_few_images_alone(tiny_config):
   tiny_config.model.g_conditioning, tiny_config.model.g_norm = 'none', 'cbn'
-  generator, _ = models.create_models(tiny_config, 10, (8, 8, 1))
+  generator, _ = models.create_models(tiny_config, (10,), (8, 8, 1))
   z = np.asarray(sample.noise(3, 3, tiny_config.model.latent_dim))
   params = generator.init(jax.random.PRNGKey(0), z, np.arange(3), train=False)['params']
   one = sample.generate_batched(generator, params, z[:1], [3], batch_size=64)

@@ -32,7 +32,7 @@ def test_truncation_bounds_noise():
 
 def test_truncated_samples_differ(trained):
   _, generator, params, config = trained
-  args = (generator, params, [3], 4, 0, config.model.latent_dim, 10)
+  args = (generator, params, [3], 4, 0, config.model.latent_dim, (10,))
   plain, y = sample.class_samples(*args)
   truncated, _ = sample.class_samples(*args, truncation=0.3)
   assert truncated.shape == plain.shape and y.tolist() == [3] * 4
@@ -51,7 +51,7 @@ def test_slerp_endpoints_and_norm():
 
 def test_interpolation_rows(trained):
   _, generator, params, config = trained
-  x, y = sample.interpolation(generator, params, [2, 5], 6, 1, config.model.latent_dim, 10)
+  x, y = sample.interpolation(generator, params, [2, 5], 6, 1, config.model.latent_dim, (10,))
   assert x.shape == (12, 8, 8, 1) and y.tolist() == [2] * 6 + [5] * 6
   z0, z1 = np.asarray(sample.noise(1, 2, config.model.latent_dim))
   ends = sample.to_uint8(sample.generate(generator, params, np.stack([z0, z1]), np.array([5, 5])))
@@ -59,7 +59,7 @@ def test_interpolation_rows(trained):
   np.testing.assert_array_equal(x[11], ends[1])
   assert not np.array_equal(x[:6], x[6:])
   with pytest.raises(ValueError, match='num_steps must be at least 2'):
-    sample.interpolation(generator, params, [2], 1, 1, config.model.latent_dim, 10)
+    sample.interpolation(generator, params, [2], 1, 1, config.model.latent_dim, (10,))
 
 
 def test_per_class_dir(trained, tmp_path):

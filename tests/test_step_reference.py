@@ -167,8 +167,8 @@ def _config(tiny_config, case):
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_step_matches_the_reference(tiny_config, case):
   config = _config(tiny_config, case)
-  generator, discriminator = models.create_models(config, NUM_CLASSES, SHAPE)
-  _, init, step = train_step.build(config, NUM_CLASSES, SHAPE)
+  generator, discriminator = models.create_models(config, (NUM_CLASSES,), SHAPE)
+  _, init, step = train_step.build(config, (NUM_CLASSES,), SHAPE)
   mesh = sharding.make_mesh(jax.devices()[:1])
   state = train_step.initial_state(init, jax.random.PRNGKey(3), config, sharding.replicated(mesh))
   state = jax.device_get(state)
