@@ -6,7 +6,7 @@ On the GPU machine, from the checkout, with the folder gpu_bundle/ carried along
 
 Prepare gpu_bundle/ (ignored by git, about 7 MB) first where PyPI and the MNIST PNGs are at hand:
 
-    python benchmarks/gpu_check.py --prepare [--images ../shared/data/mnist-5k]
+    python benchmarks/gpu_check.py --prepare [--images /path/to/mnist-5k]
 
 It holds ml_collections and PyYAML unpacked for Python 3.12 (used only where they are not
 installed) and mnist-5k as one .npz. Items, each in a process of its own with TensorFlow

