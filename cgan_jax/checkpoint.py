@@ -228,10 +228,6 @@ def restore_state(manager: ocp.CheckpointManager, abstract_state, step: Optional
   fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
   saved = ocp.PyTreeCheckpointHandler().metadata(manager.directory / str(step) / 'state').keys()
   missing = set(fields) - set(saved)
-  if not missing:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return restored['state']
   item = {name: value for name, value in fields.items() if name not in missing}
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))
   filled = {name: jax.device_put(np.asarray(predated[name], fields[name].dtype),

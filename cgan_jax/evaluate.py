@@ -190,8 +190,7 @@ class Evaluator:
                fid_num: int = 0, reference_stats: Optional[str] = None, progress: bool = False):
     self.metric_names = parse_metrics(metric_names or (
         data_config.get('eval_metrics', 'judge') if data_config else 'judge'))
-    self.num_classes = tuple(num_classes)  # Per attribute; the judge reads the first.
-    self.classes = num_classes[0]
+    self.num_classes = num_classes  # Per attribute; the judge reads the first.
     self.num_resamples = num_resamples  # Bootstrap resamples behind each interval; 0 = none.
     self.progress = progress
     self.real = {}
@@ -211,6 +210,11 @@ class Evaluator:
       self._init_inception(config, image_shape, inception_weights, fid_num, reference_stats)
     if 'cas' in self.metric_names:
       self._init_cas(config)
+
+  @property
+  def classes(self) -> int:
+    """The classes of the first attribute: those the judge reads."""
+    return self.num_classes[0]
 
   def _init_judge(self, classifier_dir, image_shape, num_per_class, data_config):
     self.model, self.params, clf_config, clf_dataset = classifier.load(classifier_dir)
