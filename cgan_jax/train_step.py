@@ -369,14 +369,17 @@ def make_sharded_step(step_fn, mesh):
   return jax.jit(sharded, donate_argnums=0)
 
 
-def make_train_loop(step_fn, mesh, *, scan=None):
+def make_train_loop(step_fn, mesh, *, scan=None, on_compiled=None):
   """`(state, batches) -> (state, mean metrics)` for batches [steps, global_batch, ...] on `data`.
 
   By default the steps run as one lax.scan dispatch, except on XLA:CPU, which runs
   convolutions inside a loop many times slower than outside one, and whose compile time would
-  grow with an unrolled loop: there each step is one asynchronous dispatch of the compiled step, and
-  the host only waits when the caller reads the metrics. 'nonfinite_index' is the first
-  step whose update was dropped.
+  grow with an unrolled loop: there each step is one asynchronous dispatch of the compiled step
+  (synchronous after host_memory.keep_freed_memory), and the host only waits when the caller
+  reads the metrics. 'nonfinite_index' is the first
+  step whose update was dropped. `on_compiled()`, if given, runs once the first call has
+  compiled and before anything is dispatched (host_memory.release_freed_memory: the
+  compiler's freed memory goes back before the steps' buffers are placed).
   """
   scan = jax.default_backend() != 'cpu' if scan is None else scan
   if scan:
@@ -385,9 +388,9 @@ def make_train_loop(step_fn, mesh, *, scan=None):
       return state, _mean_metrics(metrics)
     sharded = jax.shard_map(loop, mesh=mesh, in_specs=(P(), P(None, DATA_AXIS)),
                             out_specs=(P(), P()), check_vma=False)
-    return jax.jit(sharded, donate_argnums=0)
+    return _compile_first(jax.jit(sharded, donate_argnums=0), on_compiled)
 
-  one_step = make_sharded_step(step_fn, mesh)
+  one_step = _compile_first(make_sharded_step(step_fn, mesh), on_compiled)
   mean = jax.jit(lambda metrics: _mean_metrics(jax.tree.map(lambda *v: jnp.stack(v), *metrics)))
 
   def dispatch_loop(state, batches):
@@ -397,3 +400,19 @@ def make_train_loop(step_fn, mesh, *, scan=None):
       metrics.append(step_metrics)
     return state, mean(metrics)
   return dispatch_loop
+
+
+def _compile_first(jitted, on_compiled):
+  """`jitted`, whose first call compiles ahead of time and runs `on_compiled()` before it
+  dispatches (later calls find the executable in jit's cache)."""
+  if on_compiled is None:
+    return jitted
+  compiled = []
+
+  def call(*args):
+    if not compiled:
+      jitted.lower(*args).compile()
+      on_compiled()
+      compiled.append(True)
+    return jitted(*args)
+  return call

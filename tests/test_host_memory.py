@@ -42,6 +42,18 @@ def test_repeated_step_reuses_memory():
   assert kept < 1_000, kept
 
 
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc only')
+def test_kept_memory_runs_one_computation_at_a_time():
+  """Queued behind a running step, the next would take a second set of temporaries beside the
+  first's, which the kept heap then holds: XLA:CPU dispatches synchronously instead."""
+  environ = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')}
+  program = ('from cgan_jax import host_memory; import jax; print(host_memory.keep_freed_memory(), '
+             "jax.config.values['jax_cpu_enable_async_dispatch'])")
+  out = subprocess.run([sys.executable, '-c', program], cwd=conftest.REPO, env=environ,
+                       capture_output=True, text=True, timeout=300, check=True).stdout.split()
+  assert out[-2:] == ['True', 'False']
+
+
 def test_users_own_malloc_settings_win(monkeypatch):
   monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
   assert not host_memory.keep_freed_memory()

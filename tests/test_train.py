@@ -57,6 +57,23 @@ def test_scan_loop_matches_per_step_dispatch(tiny_config):
     np.testing.assert_allclose(scanned_metrics[k], metrics[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('scan', [False, True])
+def test_on_compiled_runs_once_between_compiling_and_the_first_step(tiny_config, scan):
+  from cgan_jax import sharding  # pylint: disable=g-import-not-at-top
+  _, init, step = train_step.build(tiny_config, (10,), (8, 8, 1))
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  state = train_step.initial_state(init, jax.random.PRNGKey(0), tiny_config,
+                                   sharding.replicated(mesh))
+  calls = []
+  loop = train_step.make_train_loop(step, mesh, scan=scan,
+                                    on_compiled=lambda: calls.append(int(state.step)))
+  batches = sharding.to_global(
+      {'image': np.zeros((2, 16, 8, 8, 1), np.float32), 'label': np.zeros((2, 16), np.int32)}, mesh)
+  state, _ = loop(state, batches)
+  state, _ = loop(state, batches)
+  assert calls == [0] and int(state.step) == 4
+
+
 def test_host_waits_for_a_chunk_only_after_queueing_the_next(tiny_config, tmp_path, monkeypatch):
   """No host round trip per chunk: its non-finite flag is read once the next chunk is queued, and
   every flag before anything is written (steps 4 and 8 here)."""
