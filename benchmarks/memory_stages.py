@@ -3,13 +3,15 @@
 python benchmarks/memory_stages.py [--config=configs/fashion_mnist.py] [--tensorflow]
     [--keep_freed_memory] [--release_after_compile] [--conv_impl=auto|xla] [--steps=20]
 
-Prints one JSON line: resident memory now (VmRSS) and at its peak (VmHWM), in MB, after
-importing JAX and cgan_jax's core, after importing TensorFlow (with --tensorflow, as
-train.py's input pipeline does), after building and initialising the state, after compiling
-the step, and after `--steps` steps on synthetic batches (of the config's batch sizes).
+Prints one JSON line: resident memory now (VmRSS) and at its peak (VmHWM), and glibc's heap
+(its size, the part in use, its free top), in MB, after importing JAX and cgan_jax's core,
+after importing TensorFlow (with --tensorflow, as train.py's input pipeline does), after
+building and initialising the state, after compiling the step, and after `--steps` steps on
+synthetic batches (of the config's batch sizes).
 """
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -18,15 +20,34 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+class _MallInfo2(ctypes.Structure):
+  """glibc's struct mallinfo2 (malloc.h, glibc 2.33 on)."""
+  _fields_ = [(name, ctypes.c_size_t) for name in (
+      'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks',
+      'fordblks', 'keepcost')]
+
+
+def _heap_mb() -> dict:
+  """glibc's heap: its size, the bytes in use in it, and the free top it could trim, in MB."""
+  try:
+    mallinfo2 = ctypes.CDLL('libc.so.6').mallinfo2
+  except (OSError, AttributeError):  # Not glibc, or older than 2.33.
+    return {}
+  mallinfo2.restype = _MallInfo2
+  info = mallinfo2()
+  return {'heap_mb': round(info.arena / 2**20), 'heap_in_use_mb': round(info.uordblks / 2**20),
+          'heap_free_top_mb': round(info.keepcost / 2**20)}
+
+
 def memory_mb() -> dict:
-  """VmRSS and VmHWM of this process, in MB (Linux)."""
+  """VmRSS and VmHWM of this process (Linux), and glibc's heap, in MB."""
   fields = {}
   with open('/proc/self/status') as f:
     for line in f:
       key, _, value = line.partition(':')
       if key in ('VmRSS', 'VmHWM'):
         fields[key] = round(int(value.split()[0]) / 1024, 1)
-  return {'rss_mb': fields['VmRSS'], 'peak_mb': fields['VmHWM']}
+  return {'rss_mb': fields['VmRSS'], 'peak_mb': fields['VmHWM'], **_heap_mb()}
 
 
 def main():
