@@ -407,12 +407,13 @@ def _compile_first(jitted, on_compiled):
   dispatches (later calls find the executable in jit's cache)."""
   if on_compiled is None:
     return jitted
-  compiled = []
+  compiled = False
 
   def call(*args):
+    nonlocal compiled
     if not compiled:
       jitted.lower(*args).compile()
       on_compiled()
-      compiled.append(True)
+      compiled = True
     return jitted(*args)
   return call
