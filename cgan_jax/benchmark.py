@@ -224,9 +224,8 @@ def run(config: ml_collections.ConfigDict, info, *, steps: int = 0, windows: int
   _, init_fn, step_fn = train_step.build(config, info.num_classes, info.image_shape)
   state = train_step.initial_state(init_fn, jax.random.PRNGKey(config.seed), config,
                                    sharding.replicated(mesh))
-  # As train.py runs it: with reuse_host_memory the compilers' freed memory goes back first.
-  release = host_memory.release_freed_memory if config.reuse_host_memory else None
-  train_loop = train_step.make_train_loop(step_fn, mesh, on_compiled=release)
+  train_loop = train_step.make_train_loop(step_fn, mesh,  # As train.py runs it.
+                                          on_compiled=host_memory.release_after_compile(config))
   batches = _synthetic_batches(config, info, steps, mesh)
 
   compile_sec, step_flops = _compile_one_step(step_fn, mesh, state, batches)

@@ -41,7 +41,8 @@ def keep_freed_memory() -> bool:
   # outputs are ready, before its temporary buffers are freed, and takes a second set beside
   # them, which glibc then keeps (273 MB more at peak for configs/fashion_mnist.py, measured);
   # run synchronously each step frees its buffers before the next asks for them.
-  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  if applied:
+    jax.config.update('jax_cpu_enable_async_dispatch', False)
   return applied
 
 
@@ -58,6 +59,13 @@ def release_freed_memory() -> bool:
     return bool(ctypes.CDLL('libc.so.6').malloc_trim(0))
   except (OSError, AttributeError):  # Not glibc.
     return False
+
+
+def release_after_compile(config):
+  """make_train_loop's `on_compiled` for `config`: with reuse_host_memory glibc keeps all freed
+  memory, the compiler's included; handed back before the first step, the steps' buffers do
+  not land beside it. None otherwise."""
+  return release_freed_memory if config.reuse_host_memory else None
 
 
 def jax_runs_on_cpu() -> bool:

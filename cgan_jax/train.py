@@ -246,10 +246,8 @@ def _open_outputs(run: _Run, start_step: int):
 def _train(run: _Run, state: TrainState, progress: _Progress, stop_signals: list) -> TrainState:
   """Runs chunks of steps to config.num_train_steps, or until a stop signal; returns the state."""
   config, manager = run.config, run.manager
-  # With reuse_host_memory glibc keeps all freed memory, the compiler's included: handed back
-  # before the first step, the steps' buffers do not land beside it.
-  release = host_memory.release_freed_memory if config.reuse_host_memory else None
-  train_loop = train_step.make_train_loop(run.step_fn, run.mesh, on_compiled=release)
+  train_loop = train_step.make_train_loop(run.step_fn, run.mesh,
+                                          on_compiled=host_memory.release_after_compile(config))
   t_start = time.time()
   while progress.step < config.num_train_steps:
     checkpoint.check_saves(manager)  # A background save that failed stops the run here.

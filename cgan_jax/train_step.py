@@ -376,10 +376,9 @@ def make_train_loop(step_fn, mesh, *, scan=None, on_compiled=None):
   convolutions inside a loop many times slower than outside one, and whose compile time would
   grow with an unrolled loop: there each step is one asynchronous dispatch of the compiled step
   (synchronous after host_memory.keep_freed_memory), and the host only waits when the caller
-  reads the metrics. 'nonfinite_index' is the first
-  step whose update was dropped. `on_compiled()`, if given, runs once the first call has
-  compiled and before anything is dispatched (host_memory.release_freed_memory: the
-  compiler's freed memory goes back before the steps' buffers are placed).
+  reads the metrics. 'nonfinite_index' is the first step whose update was dropped.
+  `on_compiled()`, if given, runs once the first call has compiled and before anything is
+  dispatched (host_memory.release_after_compile).
   """
   scan = jax.default_backend() != 'cpu' if scan is None else scan
   if scan:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import pytest
 
 from cgan_jax import host_memory
@@ -114,3 +115,10 @@ print(before, kept, rss_mb())
   before, kept, released = map(float, out.stdout.split())
   assert kept > before - 20  # Freed but kept: the settings hand nothing back by themselves.
   assert released < kept - 150  # The last block keeps the heap's top in use: trimmed inside.
+
+
+def test_memory_goes_back_after_compiling_only_where_it_is_kept():
+  config = ml_collections.ConfigDict({'reuse_host_memory': True})
+  assert host_memory.release_after_compile(config) is host_memory.release_freed_memory
+  config.reuse_host_memory = False
+  assert host_memory.release_after_compile(config) is None

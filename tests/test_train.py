@@ -13,6 +13,7 @@ import pytest
 
 from cgan_jax import checkpoint
 from cgan_jax import sample
+from cgan_jax import sharding
 from cgan_jax import train
 from cgan_jax import train_step
 from tests.conftest import REPO
@@ -59,7 +60,6 @@ def test_scan_loop_matches_per_step_dispatch(tiny_config):
 
 @pytest.mark.parametrize('scan', [False, True])
 def test_on_compiled_runs_once_between_compiling_and_the_first_step(tiny_config, scan):
-  from cgan_jax import sharding  # pylint: disable=g-import-not-at-top
   _, init, step = train_step.build(tiny_config, (10,), (8, 8, 1))
   mesh = sharding.make_mesh(jax.devices()[:1])
   state = train_step.initial_state(init, jax.random.PRNGKey(0), tiny_config,
